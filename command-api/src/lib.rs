@@ -1,0 +1,92 @@
+//! command-api: every endpoint that changes something (all non-GET routes of DJI's API).
+//!
+//! A request becomes a command on an aggregate (cqrs-es, persisted by postgres-es); its events and
+//! their outbox rows commit together, and the projectors take it from there. Handlers answer in
+//! DJI's envelope as soon as the events are committed.
+//!
+//! - [`login`]: LoginController (login, token refresh).
+//! - [`users`]: UserController writes (MQTT credentials).
+//! - [`media`]: MediaController (fast-upload, tiny-fingerprints, upload-callback, group-upload-callback).
+//! - [`storage`]: StorageController (STS credentials).
+
+pub mod login;
+pub mod media;
+pub mod storage;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{post, put};
+use axum::Router;
+use cqrs_es::AggregateError;
+use shared::auth::{require_token, workspace_guard, Jwt};
+use shared::domain::{file_group::FileGroup, media::MediaFile, user::User};
+use shared::event_store::{cqrs, Cqrs};
+use shared::storage::Storage;
+use shared::{ApiError, Config};
+use sqlx::PgPool;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: PgPool,
+    pub jwt: Jwt,
+    pub storage: Storage,
+    pub media: Arc<Cqrs<MediaFile>>,
+    pub file_groups: Arc<Cqrs<FileGroup>>,
+    pub users: Arc<Cqrs<User>>,
+}
+
+impl AppState {
+    pub fn new(config: Config, pool: PgPool, storage: Storage) -> Self {
+        Self {
+            jwt: Jwt::new(&config),
+            media: cqrs(&pool),
+            file_groups: cqrs(&pool),
+            users: cqrs(&pool),
+            config: Arc::new(config),
+            pool,
+            storage,
+        }
+    }
+}
+
+/// The routes of command-api, with authentication and the workspace guard applied.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/manage/api/v1/users/{workspace_id}/users/{user_id}", put(users::update))
+        .route("/media/api/v1/workspaces/{workspace_id}/fast-upload", post(media::fast_upload))
+        .route("/media/api/v1/workspaces/{workspace_id}/upload-callback", post(media::upload_callback))
+        .route("/media/api/v1/workspaces/{workspace_id}/files/tiny-fingerprints", post(media::tiny_fingerprints))
+        .route("/media/api/v1/workspaces/{workspace_id}/group-upload-callback", post(media::group_upload_callback))
+        .route("/storage/api/v1/workspaces/{workspace_id}/sts", post(storage::sts))
+        .route_layer(from_fn(workspace_guard))
+        .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
+    let public = Router::new()
+        .route("/manage/api/v1/login", post(login::login))
+        .route("/manage/api/v1/token/refresh", post(login::refresh));
+    protected.merge(public).with_state(state)
+}
+
+/// How a failed command reads to the client.
+pub fn command_error<E: std::error::Error + Send + Sync + 'static>(e: AggregateError<E>) -> ApiError {
+    match e {
+        AggregateError::UserError(e) => ApiError::failed(e.to_string()),
+        AggregateError::AggregateConflict => {
+            ApiError::failed("The resource is being changed by many requests at once; please retry.")
+        }
+        other => ApiError::Internal(anyhow::anyhow!("{other}").context("executing a command")),
+    }
+}
+
+/// Runs command-api alone on `config.listen` until `shutdown`.
+pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
+    let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
+    let storage = Storage::new(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "command-api listening");
+    let app = shared::http::finish(router(AppState::new(config, pool, storage)));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! `hangar bench`: upload-callbacks per second at saturation, latency at half that load, and
+//! projection lag, beside PostgreSQL's own single-row insert rate (pgbench) measured in the same run
+//! against the same server.
+//!
+//! It starts a whole Hangar in this process on a fresh database and NATS prefix, so it measures
+//! the real path: HTTP → command → Postgres (event + outbox) → relay → JetStream → projector →
+//! read model. Load comes from this process too; on a small machine that shares the cores.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+use shared::metrics::{self, Summary};
+use shared::{Config, Shutdown};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
+
+use crate::{start, Components};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds of each measured phase.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Concurrent clients at saturation (pgbench uses the same number).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+}
+
+pub struct Report {
+    pub pgbench_tps: f64,
+    pub saturation_rps: f64,
+    pub saturation_p50: Duration,
+    pub saturation_p99: Duration,
+    pub half_rps: f64,
+    pub half_p50: Duration,
+    pub half_p99: Duration,
+    pub lag_p50: Duration,
+    pub lag_p99: Duration,
+    pub errors: u64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(f, "baseline  pgbench single-row INSERT      {:>9.0} tx/s", self.pgbench_tps)?;
+        writeln!(
+            f,
+            "hangar    upload-callback, saturation    {:>9.0} req/s  = {:.1}% of pgbench   p50 {:.1} ms  p99 {:.1} ms",
+            self.saturation_rps,
+            100.0 * self.saturation_rps / self.pgbench_tps,
+            ms(self.saturation_p50),
+            ms(self.saturation_p99)
+        )?;
+        writeln!(
+            f,
+            "hangar    upload-callback, half load     {:>9.0} req/s                         p50 {:.1} ms  p99 {:.1} ms",
+            self.half_rps,
+            ms(self.half_p50),
+            ms(self.half_p99)
+        )?;
+        writeln!(
+            f,
+            "hangar    projection lag (half load)     p50 {:.1} ms  p99 {:.1} ms",
+            ms(self.lag_p50),
+            ms(self.lag_p99)
+        )?;
+        write!(f, "errors    {}", self.errors)
+    }
+}
+
+pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
+    let tag = format!("bench{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let mut config = base.clone();
+    let opts: PgConnectOptions = base.database_url.parse().context("database URL")?;
+    config.database_url = opts.clone().database(&tag).to_url_lossy().to_string();
+    config.nats_prefix = tag.clone();
+    config.listen = "127.0.0.1:0".parse()?;
+    config.storage_dir = std::env::temp_dir().join(&tag);
+    config.database_pool = 32;
+
+    let shutdown = Shutdown::new();
+    let running = start(config.clone(), Components { api: true, projectors: true, bridge: false }, shutdown).await?;
+    let base_url = format!("http://{}", running.addr.context("no API address")?);
+    let result = measure(&config, &base_url, &args).await;
+    running.stop().await.ok();
+    cleanup(&base, &tag).await;
+    result
+}
+
+async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Result<Report> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    let token = login(&http, base).await?;
+    let ws = "e3dea0f5-37f2-4d79-ae58-490af3228069";
+    let url = format!("{base}/media/api/v1/workspaces/{ws}/upload-callback");
+
+    eprintln!("bench: pgbench baseline ({} s, {} clients)…", args.seconds, args.concurrency);
+    let pgbench_tps = pgbench(config, args)?;
+
+    eprintln!("bench: saturation ({} s, {} clients)…", args.seconds, args.concurrency);
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let sat = Arc::new(Summary::default());
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (http, url, token, counter, errors, sat) =
+            (http.clone(), url.clone(), token.clone(), counter.clone(), errors.clone(), sat.clone());
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                if send(&http, &url, &token, n).await {
+                    sat.observe(t.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let saturation_rps = sat.count() as f64 / started.elapsed().as_secs_f64();
+    wait_projected(config, counter.load(Ordering::Relaxed) - errors.load(Ordering::Relaxed)).await?;
+
+    let half_rps = (saturation_rps / 2.0).max(1.0);
+    eprintln!("bench: half load ({half_rps:.0} req/s for {} s)…", args.seconds);
+    let lag = metrics::summary("hangar_projection_lag_seconds", &[("projection", "media_files")]);
+    lag.reset();
+    let half = Arc::new(Summary::default());
+    let total = (half_rps * args.seconds as f64) as u64;
+    let interval = Duration::from_secs_f64(1.0 / half_rps);
+    let start_at = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        tokio::time::sleep_until(start_at + interval.mul_f64(i as f64)).await;
+        let (http, url, token, errors, half) = (http.clone(), url.clone(), token.clone(), errors.clone(), half.clone());
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            if send(&http, &url, &token, n).await {
+                half.observe(t.elapsed());
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    wait_projected(config, counter.load(Ordering::Relaxed) - errors.load(Ordering::Relaxed)).await?;
+
+    let q = |s: &Summary, p| s.quantile(p).unwrap_or_default();
+    Ok(Report {
+        pgbench_tps,
+        saturation_rps,
+        saturation_p50: q(&sat, 0.5),
+        saturation_p99: q(&sat, 0.99),
+        half_rps,
+        half_p50: q(&half, 0.5),
+        half_p99: q(&half, 0.99),
+        lag_p50: q(&lag, 0.5),
+        lag_p99: q(&lag, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+async fn login(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    // the seed users are projected shortly after start-up
+    for _ in 0..100 {
+        let r: Value = http
+            .post(format!("{base}/manage/api/v1/login"))
+            .json(&json!({"username": "pilot", "password": "pilot123", "flag": 2}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(t) = r["data"]["access_token"].as_str() {
+            return Ok(t.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("could not log in")
+}
+
+async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
+    let body = json!({
+        "object_key": format!("media/bench/DJI_{n:08}.JPG"),
+        "name": format!("DJI_{n:08}.JPG"),
+        "path": "bench",
+        "fingerprint": format!("{n:032x}"),
+        "sub_file_type": 0,
+        "ext": {"drone_model_key": "0-67-0", "file_group_id": "", "is_original": true,
+                "payload_model_key": "1-52-0", "tinny_fingerprint": format!("tiny{n}"), "sn": "1581F5BMD228Q00A82XX"},
+        "metadata": {"absolute_altitude": 56.2, "relative_altitude": 41.1, "gimbal_yaw_degree": -4.3,
+                     "created_time": "2026-11-26T10:00:00+08:00", "shoot_position": {"lat": 22.57, "lng": 113.94}}
+    });
+    match http.post(url).header("x-auth-token", token).json(&body).send().await {
+        Ok(r) => r.json::<Value>().await.map(|v| v["code"] == 0).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+async fn wait_projected(config: &Config, expected: u64) -> anyhow::Result<()> {
+    let pool = shared::db::connect(&config.database_url, 1).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_media_files").fetch_one(&pool).await?;
+        if n as u64 >= expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {n} of {expected} files projected after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// PostgreSQL's own rate for a single-row INSERT of a small JSON document, with as many clients.
+fn pgbench(config: &Config, args: &BenchArgs) -> anyhow::Result<f64> {
+    let opts: PgConnectOptions = config.database_url.parse()?;
+    let script = std::env::temp_dir().join(format!("hangar-pgbench-{}.sql", std::process::id()));
+    std::fs::write(&script, "INSERT INTO bench_insert (payload) VALUES ('{\"fingerprint\": \"x\", \"n\": 1}');\n")?;
+    let psql = |sql: &str| {
+        Command::new("psql")
+            .args(["-q", "-h", opts.get_host(), "-p", &opts.get_port().to_string(), "-U", opts.get_username()])
+            .args(["-d", opts.get_database().unwrap_or("postgres"), "-c", sql])
+            .status()
+    };
+    psql("CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, payload jsonb NOT NULL)")
+        .context("running psql")?;
+    let out = Command::new("pgbench")
+        .args(["-n", "-h", opts.get_host(), "-p", &opts.get_port().to_string(), "-U", opts.get_username()])
+        .args(["-c", &args.concurrency.to_string(), "-j", "2", "-T", &args.seconds.to_string()])
+        .arg("-f")
+        .arg(&script)
+        .arg(opts.get_database().unwrap_or("postgres"))
+        .output()
+        .context("running pgbench (Debian package postgresql-contrib or postgresql-client)")?;
+    let _ = psql("DROP TABLE bench_insert");
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("pgbench printed no rate: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+async fn cleanup(base: &Config, tag: &str) {
+    if let Ok(nats) = shared::nats::connect(base).await {
+        let js = async_nats::jetstream::new(nats);
+        let _ = js.delete_stream(shared::nats::Names::new(tag).es_stream()).await;
+    }
+    if let Ok(pool) = shared::db::connect(&base.database_url, 1).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{tag}\" WITH (FORCE)")).execute(&pool).await;
+    }
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(tag));
+}

@@ -1,0 +1,113 @@
+//! Hangar in one process: command-api and query-api on one port, the projectors (outbox relay and
+//! projections) and the mqtt-bridge, sharing one Postgres pool and one NATS connection. Also the
+//! operator and analyst commands: [`replay`], [`rebuild`](projectors::runner::rebuild) and [`bench`].
+
+pub mod bench;
+pub mod replay;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use shared::storage::Storage;
+use shared::{Config, Shutdown};
+use tokio::task::JoinSet;
+
+/// Which parts run in this process.
+#[derive(Debug, Clone, Copy)]
+pub struct Components {
+    pub api: bool,
+    pub projectors: bool,
+    pub bridge: bool,
+}
+
+impl Components {
+    pub const ALL: Self = Self { api: true, projectors: true, bridge: true };
+
+    /// Parses `api,projectors,bridge` (any subset).
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let mut c = Self { api: false, projectors: false, bridge: false };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "api" => c.api = true,
+                "projectors" => c.projectors = true,
+                "bridge" => c.bridge = true,
+                "all" => c = Self::ALL,
+                other => anyhow::bail!("unknown component {other:?}: use api, projectors, bridge or all"),
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A started system.
+pub struct Running {
+    /// Where the HTTP API listens (when `api` runs).
+    pub addr: Option<SocketAddr>,
+    pub shutdown: Shutdown,
+    pub tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the shutdown signal (or the first task failing), then stops everything.
+    pub async fn stop_when_done(mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            Some(r) = self.tasks.join_next() => {
+                if let Err(e) = r.context("task panicked").and_then(|r| r) {
+                    self.shutdown.cancel();
+                    let _ = self.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        self.stop().await
+    }
+
+    /// Stops everything and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut result = Ok(());
+        while let Some(r) = self.tasks.join_next().await {
+            if let Err(e) = r.context("task panicked").and_then(|r| r) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+/// Prepares Postgres (database, migrations) and JetStream (streams), then starts the components.
+pub async fn start(config: Config, components: Components, shutdown: Shutdown) -> anyhow::Result<Running> {
+    if config.jwt_secret == shared::config::DEFAULT_JWT_SECRET {
+        tracing::warn!("HANGAR_JWT_SECRET is DJI's sample secret; set your own outside a laboratory");
+    }
+    let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
+    let nats = shared::nats::connect(&config).await?;
+    let names = shared::nats::Names::new(&config.nats_prefix);
+    shared::nats::ensure_streams(&async_nats::jetstream::new(nats.clone()), &names, &config).await?;
+    let mut tasks = JoinSet::new();
+    let mut addr = None;
+    if components.api {
+        let storage = Storage::new(&config)?;
+        let hub = query_api::ws::Hub::new(shutdown.clone());
+        let app = command_api::router(command_api::AppState::new(config.clone(), pool.clone(), storage.clone()))
+            .merge(query_api::router(query_api::AppState::new(config.clone(), pool.clone(), storage, hub)));
+        let app = shared::http::finish(app);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        addr = Some(listener.local_addr()?);
+        tracing::info!(addr = %listener.local_addr()?, "Hangar API listening");
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(sd.cancelled_owned()).await.context("HTTP server")
+        });
+    }
+    if components.projectors {
+        tasks.spawn(projectors::run(config.clone(), pool.clone(), nats.clone(), shutdown.clone()));
+    }
+    if components.bridge {
+        tasks.spawn(mqtt_bridge::run(config.clone(), shutdown.clone()));
+    }
+    Ok(Running { addr, shutdown, tasks })
+}

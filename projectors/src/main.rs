@@ -1,0 +1,17 @@
+//! The projectors as their own process: the outbox relay and every projection.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "projectors", version)]
+struct Args {
+    #[command(flatten)]
+    config: shared::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init();
+    let args = Args::parse();
+    projectors::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await
+}

@@ -1,0 +1,185 @@
+//! The outbox relay: publishes every committed event to JetStream and only then forgets it.
+//!
+//! Events and their outbox rows are written in one transaction (trigger), so an event is never
+//! committed without an outbox row. The relay publishes a batch of rows in position order with
+//! `Nats-Msg-Id = <type>/<id>/<sequence>`, waits for every JetStream ack, and deletes exactly the
+//! acked rows. A crash between ack and delete re-publishes; JetStream drops the duplicate inside its
+//! duplicate window, and rows older than half that window are first checked against the stream's
+//! last message for their subject, so a relay that was down for hours still publishes once.
+//!
+//! One relay is active across replicas: the leader holds a session-level advisory lock on its own
+//! connection, which Postgres releases when the process or connection dies.
+
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use chrono::Utc;
+use futures::future::join_all;
+use shared::es::{StoredEvent, H_SEQUENCE};
+use shared::metrics;
+use shared::nats::Names;
+use shared::{Config, Shutdown};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool, Row};
+
+/// Advisory lock key of the relay leader ("hangar.relay").
+const RELAY_LOCK: i64 = 0x6861_6e67_6172_0001;
+const BATCH: i64 = 1000;
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+pub async fn run(
+    config: Config,
+    _pool: PgPool,
+    js: jetstream::Context,
+    names: Names,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let published = metrics::counter("hangar_relay_published_total", &[]);
+    let skipped = metrics::counter("hangar_relay_already_published_total", &[]);
+    let leader = metrics::gauge("hangar_relay_leader", &[]);
+    while !shutdown.is_cancelled() {
+        match lead(&config, &js, &names, &shutdown, &published, &skipped, &leader).await {
+            Ok(()) => {}
+            Err(e) => {
+                leader.store(0, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = ?e, "relay interrupted; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn lead(
+    config: &Config,
+    js: &jetstream::Context,
+    names: &Names,
+    shutdown: &Shutdown,
+    published: &std::sync::atomic::AtomicU64,
+    skipped: &std::sync::atomic::AtomicU64,
+    leader: &std::sync::atomic::AtomicI64,
+) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(&config.database_url).await.context("relay connection")?;
+    // Wait for leadership.
+    loop {
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(RELAY_LOCK).fetch_one(&mut conn).await?;
+        if got {
+            break;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    leader.store(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!("relay is the leader");
+    let mut listener = PgListener::connect(&config.database_url).await.context("relay listener")?;
+    listener.listen("hangar_outbox").await?;
+    let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
+    let recheck_after = chrono::Duration::seconds((config.dedup_window_secs / 2) as i64);
+
+    while !shutdown.is_cancelled() {
+        let rows = sqlx::query(
+            "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, \
+                    e.metadata, e.global_position, e.recorded_at \
+             FROM event_outbox o JOIN events e ON e.global_position = o.global_position \
+             ORDER BY o.global_position LIMIT $1",
+        )
+        .bind(BATCH)
+        .fetch_all(&mut conn)
+        .await?;
+        if rows.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = listener.recv() => { n.context("outbox notifications")?; }
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+            continue;
+        }
+        let events: Vec<StoredEvent> = rows
+            .iter()
+            .map(|r| StoredEvent {
+                aggregate_type: r.get(0),
+                aggregate_id: r.get(1),
+                sequence: r.get(2),
+                event_type: r.get(3),
+                event_version: r.get(4),
+                payload: r.get(5),
+                metadata: r.get(6),
+                global_position: r.get(7),
+                recorded_at: r.get(8),
+            })
+            .collect();
+
+        // Rows old enough to have left the duplicate window are checked against the stream.
+        let now = Utc::now();
+        let mut last_on_stream: HashMap<String, i64> = HashMap::new();
+        let mut done = Vec::with_capacity(events.len());
+        let mut to_publish = Vec::with_capacity(events.len());
+        for e in &events {
+            let subject = names.es_subject(&e.aggregate_type, &e.aggregate_id);
+            if now - e.recorded_at > recheck_after {
+                let last = match last_on_stream.get(&subject) {
+                    Some(s) => *s,
+                    None => {
+                        let s = match stream.get_last_raw_message_by_subject(&subject).await {
+                            Ok(m) => m.headers.get(H_SEQUENCE).and_then(|v| v.as_str().parse().ok()).unwrap_or(0),
+                            Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => 0,
+                            Err(err) => return Err(err).context("checking the stream before re-publishing"),
+                        };
+                        last_on_stream.insert(subject.clone(), s);
+                        s
+                    }
+                };
+                if e.sequence <= last {
+                    done.push(e.global_position);
+                    skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+            }
+            to_publish.push((subject, e));
+        }
+
+        // Publish the whole batch pipelined, then collect the acks.
+        let mut pending = Vec::with_capacity(to_publish.len());
+        let mut publish_error = None;
+        for (subject, e) in &to_publish {
+            let payload = serde_json::to_vec(&e.payload)?;
+            match js.publish_with_headers(subject.clone(), e.headers(), payload.into()).await {
+                Ok(ack) => pending.push((e.global_position, ack)),
+                Err(err) => {
+                    publish_error = Some(anyhow::Error::new(err).context("publishing to JetStream"));
+                    break;
+                }
+            }
+        }
+        let positions: Vec<i64> = pending.iter().map(|(p, _)| *p).collect();
+        let acks = join_all(pending.into_iter().map(|(_, f)| f.into_future())).await;
+        for (pos, ack) in positions.into_iter().zip(acks) {
+            match ack {
+                Ok(_) => done.push(pos),
+                Err(err) => {
+                    publish_error.get_or_insert_with(|| anyhow::Error::new(err).context("JetStream ack"));
+                }
+            }
+        }
+        if !done.is_empty() {
+            sqlx::query("DELETE FROM event_outbox WHERE global_position = ANY($1)")
+                .bind(&done)
+                .execute(&mut conn)
+                .await?;
+            published.fetch_add(done.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(e) = publish_error {
+            return Err(e);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The projection framework.
+//!
+//! Each projection reads the ES stream through its own durable pull consumer. A batch of messages
+//! is applied in one Postgres transaction together with the per-aggregate checkpoints, and acked
+//! only after that transaction committed. Per aggregate an event is applied only when its sequence
+//! is exactly the checkpoint + 1: already-applied sequences (redeliveries) are skipped and acked,
+//! and an event that arrives before its predecessor is handed back to JetStream for later, so
+//! redelivery order can never apply events out of order or twice.
+//!
+//! A rebuild bumps the projection's generation, truncates its tables and checkpoints, and deletes
+//! its consumer under an exclusive advisory lock; batches hold the same lock shared and check the
+//! generation, so a batch that was in flight during a rebuild rolls back instead of writing into
+//! the fresh tables.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, AckKind};
+use chrono::Utc;
+use futures::StreamExt;
+use shared::es::StoredEvent;
+use shared::metrics;
+use shared::nats::Names;
+use shared::Shutdown;
+use sqlx::{PgConnection, PgPool, Row};
+
+/// A read model built from events.
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Name of the projection, its consumer and its checkpoints.
+    fn name(&self) -> &'static str;
+    /// Aggregate types it reads; others are acknowledged and skipped.
+    fn aggregate_types(&self) -> &'static [&'static str];
+    /// Tables it owns (truncated by a rebuild).
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the batch transaction. Must be deterministic: only the event
+    /// (including its recorded time and position) may decide what is written.
+    async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
+}
+
+const BATCH: usize = 500;
+const NAK_DELAY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+#[error("projection {0} was rebuilt")]
+struct Rebuilt(&'static str);
+
+fn lock_key(name: &str) -> String {
+    format!("hangar.projection.{name}")
+}
+
+async fn generation(pool: &PgPool, name: &str) -> anyhow::Result<i64> {
+    sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT DO NOTHING").bind(name).execute(pool).await?;
+    Ok(sqlx::query_scalar("SELECT generation FROM projections WHERE name = $1").bind(name).fetch_one(pool).await?)
+}
+
+fn consumer_config(p: &dyn Projection, names: &Names) -> consumer::pull::Config {
+    let filter = match p.aggregate_types() {
+        [one] => names.es_filter(Some(one), None),
+        _ => names.es_filter(None, None),
+    };
+    consumer::pull::Config {
+        durable_name: Some(names.consumer(p.name())),
+        description: Some(format!("Hangar projection {}", p.name())),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        deliver_policy: consumer::DeliverPolicy::All,
+        filter_subject: filter,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}
+
+/// Runs one projection until `shutdown`.
+pub async fn run(
+    p: Arc<dyn Projection>,
+    pool: PgPool,
+    js: jetstream::Context,
+    names: Names,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    while !shutdown.is_cancelled() {
+        if let Err(e) = consume(&*p, &pool, &js, &names, &shutdown).await {
+            if e.downcast_ref::<Rebuilt>().is_some() {
+                tracing::info!(projection = p.name(), "projection rebuilt; consuming from the start");
+                continue;
+            }
+            tracing::warn!(projection = p.name(), error = ?e, "projection interrupted; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn consume(
+    p: &dyn Projection,
+    pool: &PgPool,
+    js: &jetstream::Context,
+    names: &Names,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let gen = generation(pool, p.name()).await?;
+    let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(&names.consumer(p.name()), consumer_config(p, names))
+        .await
+        .context("projection consumer")?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .context("pulling from the projection consumer")?;
+    let mut batches = messages.ready_chunks(BATCH);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                if generation(pool, p.name()).await? != gen {
+                    return Err(Rebuilt(p.name()).into());
+                }
+            }
+            batch = batches.next() => {
+                let Some(batch) = batch else { anyhow::bail!("consumer stream ended") };
+                let mut msgs = Vec::with_capacity(batch.len());
+                for m in batch {
+                    msgs.push(m.map_err(|e| anyhow::anyhow!(e)).context("receiving from the consumer")?);
+                }
+                apply_batch(p, pool, gen, &msgs).await?;
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Ack,
+    Later,
+    Poison,
+}
+
+async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstream::Message]) -> anyhow::Result<()> {
+    let name = p.name();
+    let decoded: Vec<Option<StoredEvent>> = msgs
+        .iter()
+        .map(|m| match StoredEvent::from_message(m.headers.as_ref(), &m.payload) {
+            Ok(e) => Some(e),
+            Err(err) => {
+                tracing::error!(projection = name, subject = %m.subject, error = ?err, "undecodable event message");
+                None
+            }
+        })
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
+        .bind(lock_key(name))
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT generation FROM projections WHERE name = $1").bind(name).fetch_one(&mut *tx).await?;
+    if current != gen {
+        return Err(Rebuilt(name).into());
+    }
+
+    // Lock and read the checkpoints of every aggregate in the batch.
+    let (types, ids): (Vec<String>, Vec<String>) =
+        decoded.iter().flatten().map(|e| (e.aggregate_type.clone(), e.aggregate_id.clone())).unzip();
+    let mut checkpoints: HashMap<(String, String), i64> = sqlx::query(
+        "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c \
+         JOIN UNNEST($2::text[], $3::text[]) AS k(t, i) ON c.aggregate_type = k.t AND c.aggregate_id = k.i \
+         WHERE c.projection = $1 ORDER BY c.aggregate_type, c.aggregate_id FOR UPDATE OF c",
+    )
+    .bind(name)
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+    .collect();
+
+    let mut outcomes = Vec::with_capacity(msgs.len());
+    let mut changed: HashMap<(String, String), i64> = HashMap::new();
+    let mut applied = Vec::new();
+    for e in &decoded {
+        let Some(e) = e else {
+            outcomes.push(Outcome::Poison);
+            continue;
+        };
+        let key = (e.aggregate_type.clone(), e.aggregate_id.clone());
+        let last = checkpoints.get(&key).copied().unwrap_or(0);
+        if e.sequence <= last {
+            outcomes.push(Outcome::Ack);
+        } else if e.sequence == last + 1 {
+            if p.aggregate_types().contains(&e.aggregate_type.as_str()) {
+                p.apply(&mut tx, e).await.with_context(|| {
+                    format!("{name} applying {} {}#{}", e.aggregate_type, e.aggregate_id, e.sequence)
+                })?;
+                applied.push(e.recorded_at);
+            }
+            checkpoints.insert(key.clone(), e.sequence);
+            changed.insert(key, e.sequence);
+            outcomes.push(Outcome::Ack);
+        } else {
+            outcomes.push(Outcome::Later);
+        }
+    }
+    if !changed.is_empty() {
+        let (keys, seqs): (Vec<(String, String)>, Vec<i64>) = changed.into_iter().unzip();
+        let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, aggregate_type, aggregate_id, last_sequence) \
+             SELECT $1, t, i, s FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS k(t, i, s) \
+             ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+        )
+        .bind(name)
+        .bind(&types)
+        .bind(&ids)
+        .bind(&seqs)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+
+    // Only now, with the read model committed, tell JetStream.
+    let now = Utc::now();
+    let lag = metrics::summary("hangar_projection_lag_seconds", &[("projection", name)]);
+    for t in &applied {
+        lag.observe((now - *t).to_std().unwrap_or_default());
+    }
+    metrics::counter("hangar_projection_applied_total", &[("projection", name)])
+        .fetch_add(applied.len() as u64, Ordering::Relaxed);
+    for (m, o) in msgs.iter().zip(outcomes) {
+        let r = match o {
+            Outcome::Ack => m.ack().await,
+            Outcome::Later => m.ack_with(AckKind::Nak(Some(NAK_DELAY))).await,
+            Outcome::Poison => m.ack_with(AckKind::Term).await,
+        };
+        if let Err(e) = r {
+            // the message will be redelivered and skipped by its checkpoint
+            tracing::debug!(projection = name, error = %e, "ack failed");
+        }
+    }
+    if let Some(Ok(info)) = msgs.last().map(|m| m.info()) {
+        metrics::gauge("hangar_projection_pending", &[("projection", name)])
+            .store(info.pending as i64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Starts a projection over: the next batch of a running projector notices and consumes the whole
+/// stream again into empty tables.
+pub async fn rebuild(p: &dyn Projection, pool: &PgPool, js: &jetstream::Context, names: &Names) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(p.name())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(lock_key(p.name()))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE projections SET generation = generation + 1 WHERE name = $1")
+        .bind(p.name())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(p.name()).execute(&mut *tx).await?;
+    for t in p.tables() {
+        sqlx::query(&format!("TRUNCATE {t}")).execute(&mut *tx).await?;
+    }
+    let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
+    match stream.delete_consumer(&names.consumer(p.name())).await {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("not found") => {}
+        Err(e) => return Err(e).context("deleting the projection consumer"),
+    }
+    tx.commit().await?;
+    Ok(())
+}

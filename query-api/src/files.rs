@@ -1,0 +1,150 @@
+//! FileController: the workspace's media library and download links; plus the signed links of the
+//! local object store.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::{Deserialize, Serialize};
+use shared::error::ok;
+use shared::http::{DjiQuery, PageQuery, Paginated};
+use shared::time::datetime_string;
+use shared::{ApiError, ApiResult};
+
+use crate::AppState;
+
+/// MediaFileDTO.
+#[derive(Debug, Serialize)]
+pub struct MediaFileDto {
+    file_id: String,
+    file_name: String,
+    file_path: String,
+    object_key: String,
+    is_original: bool,
+    drone: String,
+    payload: String,
+    tinny_fingerprint: String,
+    fingerprint: String,
+    create_time: String,
+    job_id: String,
+}
+
+type FileRow = (
+    String,
+    String,
+    String,
+    String,
+    bool,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    String,
+);
+
+/// `GET /media/api/v1/files/{workspace_id}/files?page=1&page_size=10`, newest first.
+pub async fn list(
+    State(s): State<AppState>,
+    Path(workspace_id): Path<String>,
+    DjiQuery(q): DjiQuery<PageQuery>,
+) -> ApiResult<Response> {
+    let (page, size) = q.resolve(10);
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_media_files WHERE workspace_id = $1")
+        .bind(&workspace_id)
+        .fetch_one(&s.pool)
+        .await?;
+    // `payload` is the payload's dictionary name, or its model key when the model is unknown.
+    let rows: Vec<FileRow> = sqlx::query_as(
+        "SELECT f.file_id, f.file_name, f.file_path, f.object_key, f.is_original, f.drone, f.payload_model_key, \
+                d.device_name, f.tinny_fingerprint, f.fingerprint, f.create_time, f.job_id \
+         FROM rm_media_files f \
+         LEFT JOIN device_dictionary d ON f.payload_model_key ~ '^[0-9]{1,9}-[0-9]{1,9}-[0-9]{1,9}$' \
+              AND d.domain = (CASE WHEN f.payload_model_key ~ '^[0-9]{1,9}-[0-9]{1,9}-[0-9]{1,9}$' THEN split_part(f.payload_model_key, '-', 1)::int END) \
+              AND d.type = (CASE WHEN f.payload_model_key ~ '^[0-9]{1,9}-[0-9]{1,9}-[0-9]{1,9}$' THEN split_part(f.payload_model_key, '-', 2)::int END) \
+              AND d.sub_type = (CASE WHEN f.payload_model_key ~ '^[0-9]{1,9}-[0-9]{1,9}-[0-9]{1,9}$' THEN split_part(f.payload_model_key, '-', 3)::int END) \
+         WHERE f.workspace_id = $1 ORDER BY f.position DESC LIMIT $2 OFFSET $3",
+    )
+    .bind(&workspace_id)
+    .bind(size)
+    .bind((page - 1) * size)
+    .fetch_all(&s.pool)
+    .await?;
+    let list = rows
+        .into_iter()
+        .map(|r| MediaFileDto {
+            file_id: r.0,
+            file_name: r.1,
+            file_path: r.2,
+            object_key: r.3,
+            is_original: r.4,
+            drone: r.5,
+            payload: r.7.unwrap_or(r.6),
+            tinny_fingerprint: r.8,
+            fingerprint: r.9,
+            create_time: datetime_string(r.10),
+            job_id: r.11,
+        })
+        .collect();
+    Ok(ok(Paginated::new(list, page, size, total)))
+}
+
+/// `GET /media/api/v1/files/{workspace_id}/file/{file_id}/url`: a 302 to the object.
+pub async fn url(
+    State(s): State<AppState>,
+    Path((workspace_id, file_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let key: String =
+        sqlx::query_scalar("SELECT object_key FROM rm_media_files WHERE workspace_id = $1 AND file_id = $2")
+            .bind(&workspace_id)
+            .bind(&file_id)
+            .fetch_optional(&s.pool)
+            .await?
+            .ok_or_else(|| ApiError::failed("The file does not exist."))?;
+    let url =
+        s.storage.download_url(&key).await.map_err(|e| ApiError::Internal(e.context("signing a download link")))?;
+    Ok(Redirect::to(&url).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LinkQuery {
+    expires: i64,
+    signature: String,
+}
+
+/// Serves an object of the local store behind a signed, expiring link.
+pub async fn local_object(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    q: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = q else {
+        return (StatusCode::FORBIDDEN, "missing signature").into_response();
+    };
+    if !s.storage.is_local() || !s.storage.verify_local_link(&key, q.expires, &q.signature) {
+        return (StatusCode::FORBIDDEN, "invalid or expired link").into_response();
+    }
+    let Ok(path) = object_store::path::Path::parse(&key) else {
+        return (StatusCode::BAD_REQUEST, "invalid key").into_response();
+    };
+    match s.storage.store().get(&path).await {
+        Ok(r) => {
+            let len = r.meta.size;
+            let body = Body::from_stream(r.into_stream());
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(object_store::Error::NotFound { .. }) => (StatusCode::NOT_FOUND, "no such object").into_response(),
+        Err(e) => {
+            tracing::error!(error = ?e, "reading a local object");
+            (StatusCode::SERVICE_UNAVAILABLE, "object store unavailable").into_response()
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The WebSocket `/api/v1/ws?x-auth-token=…` (reference §22): a plain text channel on which the
+//! server pushes `{biz_code, version, timestamp, data}` to every session of a workspace. What clients
+//! send is read and ignored.
+//!
+//! Fan-out goes through a bounded queue per session: a slow client loses its own oldest-pending
+//! messages (counted in `hangar_ws_dropped_total`) and never delays the others.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use shared::auth::token_from_query;
+use shared::metrics;
+use shared::Shutdown;
+use tokio::sync::mpsc;
+
+use crate::AppState;
+
+const SESSION_QUEUE: usize = 1024;
+
+/// Which sessions of a workspace a message is for (DJI routes by user type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    All,
+    Web,
+    Pilot,
+}
+
+struct Session {
+    id: u64,
+    user_type: i32,
+    tx: mpsc::Sender<Arc<str>>,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    sessions: Arc<RwLock<HashMap<String, Vec<Session>>>>,
+    next_id: Arc<AtomicU64>,
+    shutdown: Shutdown,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    biz_code: &'a str,
+    version: &'static str,
+    timestamp: i64,
+    data: T,
+}
+
+impl Hub {
+    /// A hub whose sessions close when `shutdown` fires.
+    pub fn new(shutdown: Shutdown) -> Self {
+        Self { sessions: Default::default(), next_id: Default::default(), shutdown }
+    }
+
+    fn register(&self, workspace_id: &str, user_type: i32) -> (u64, mpsc::Receiver<Arc<str>>) {
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(workspace_id.to_string())
+            .or_default()
+            .push(Session { id, user_type, tx });
+        metrics::gauge("hangar_ws_sessions", &[]).fetch_add(1, Ordering::Relaxed);
+        (id, rx)
+    }
+
+    fn unregister(&self, workspace_id: &str, id: u64) {
+        let mut map = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = map.get_mut(workspace_id) {
+            list.retain(|s| s.id != id);
+            if list.is_empty() {
+                map.remove(workspace_id);
+            }
+        }
+        metrics::gauge("hangar_ws_sessions", &[]).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Number of open sessions of a workspace.
+    pub fn sessions(&self, workspace_id: &str) -> usize {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner()).get(workspace_id).map_or(0, Vec::len)
+    }
+
+    /// Sends `{biz_code, version: "1.0", timestamp, data}` to the workspace's sessions.
+    pub fn publish<T: Serialize>(&self, workspace_id: &str, audience: Audience, biz_code: &str, data: T) {
+        let envelope = Envelope { biz_code, version: "1.0", timestamp: shared::time::now_ms(), data };
+        let text: Arc<str> = match serde_json::to_value(&envelope) {
+            Ok(v) => shared::error::strip_nulls(v).to_string().into(),
+            Err(e) => {
+                tracing::error!(error = %e, biz_code, "unserialisable WebSocket message");
+                return;
+            }
+        };
+        let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
+        let Some(list) = map.get(workspace_id) else { return };
+        for s in list {
+            let wanted = match audience {
+                Audience::All => true,
+                Audience::Web => s.user_type == 1,
+                Audience::Pilot => s.user_type == 2,
+            };
+            if wanted && s.tx.try_send(text.clone()).is_err() {
+                metrics::counter("hangar_ws_dropped_total", &[]).fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The handshake: the token comes from the query string; a missing or invalid one is refused with
+/// 401 before upgrading.
+pub async fn upgrade(
+    State(s): State<AppState>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Some(claims) = token_from_query(query.as_deref()).and_then(|t| s.jwt.verify(t.trim()).ok()) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    let hub = s.hub.clone();
+    let user_type = claims.user_type();
+    ws.on_upgrade(move |socket| session(socket, hub, claims.workspace_id, user_type))
+}
+
+async fn session(socket: WebSocket, hub: Hub, workspace_id: String, user_type: i32) {
+    let (id, mut rx) = hub.register(&workspace_id, user_type);
+    let (mut sink, mut stream) = socket.split();
+    let shutdown = hub.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = sink.send(Message::Close(None)).await;
+                break;
+            }
+            out = rx.recv() => {
+                let Some(text) = out else { break };
+                if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
+                    break;
+                }
+            }
+            inbound = stream.next() => match inbound {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {} // clients' messages are only read, as in DJI's demo
+            }
+        }
+    }
+    hub.unregister(&workspace_id, id);
+}

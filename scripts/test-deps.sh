@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Tools the tests need beyond cargo: cargo-nextest, and moto (an S3 + STS server from PyPI) for the
+# object-storage tests.
+set -euo pipefail
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi

@@ -1,0 +1,129 @@
+//! Configuration shared by every Hangar process. Each field is a flag and a `HANGAR_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// DJI's demo signs with this secret; Hangar accepts it as a local default and warns at start-up.
+pub const DEFAULT_JWT_SECRET: &str = "CloudApiSample";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address of the HTTP API and WebSocket (DJI's port 6789 by default).
+    #[arg(long, env = "HANGAR_LISTEN", default_value = "127.0.0.1:6789")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL database holding the event store and read models; created when missing.
+    #[arg(long, env = "HANGAR_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/hangar")]
+    pub database_url: String,
+
+    /// Connections in the Postgres pool of this process.
+    #[arg(long, env = "HANGAR_DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: u32,
+
+    /// NATS server with JetStream.
+    #[arg(long, env = "HANGAR_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// Prefix for stream names, consumer names and subjects, so that several installations (or
+    /// tests) can share one NATS server. Empty by default: streams `ES`, `DEVICE_IN`, … and subjects
+    /// `es.>`, `dev.in.>`, ….
+    #[arg(long, env = "HANGAR_NATS_PREFIX", default_value = "")]
+    pub nats_prefix: String,
+
+    /// JetStream duplicate window in seconds; the relay re-checks the stream before re-publishing
+    /// rows older than half of it.
+    #[arg(long, env = "HANGAR_DEDUP_WINDOW_SECS", default_value_t = 120)]
+    pub dedup_window_secs: u64,
+
+    /// MQTT broker the bridge connects to.
+    #[arg(long, env = "HANGAR_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    pub mqtt_url: String,
+
+    /// Broker address handed to DJI Pilot 2 at login (`mqtt_addr`), as DJI writes it.
+    #[arg(long, env = "HANGAR_MQTT_PUBLIC_ADDR", default_value = "tcp://127.0.0.1:1883")]
+    pub mqtt_public_addr: String,
+
+    /// HS256 secret for access tokens. Set it in production; the default is DJI's sample secret.
+    #[arg(long, env = "HANGAR_JWT_SECRET", default_value = DEFAULT_JWT_SECRET, hide_default_value = true)]
+    pub jwt_secret: String,
+
+    /// `iss` claim of issued tokens.
+    #[arg(long, env = "HANGAR_JWT_ISSUER", default_value = "DJI")]
+    pub jwt_issuer: String,
+
+    /// `sub` claim of issued tokens.
+    #[arg(long, env = "HANGAR_JWT_SUBJECT", default_value = "CloudApiSample")]
+    pub jwt_subject: String,
+
+    /// Lifetime of an access token in seconds (24 h, as DJI's demo).
+    #[arg(long, env = "HANGAR_JWT_AGE_SECS", default_value_t = 86400)]
+    pub jwt_age_secs: i64,
+
+    /// Where objects live: `local` (a folder served by Hangar) or `s3` (any S3-compatible store).
+    #[arg(long, env = "HANGAR_STORAGE", default_value = "local")]
+    pub storage: String,
+
+    /// Folder of the local object store.
+    #[arg(long, env = "HANGAR_STORAGE_DIR", default_value = "data/objects")]
+    pub storage_dir: PathBuf,
+
+    /// Base URL under which this installation is reachable; local object links are built on it.
+    #[arg(long, env = "HANGAR_PUBLIC_URL", default_value = "http://127.0.0.1:6789")]
+    pub public_url: String,
+
+    /// Bucket name (also reported for the local store).
+    #[arg(long, env = "HANGAR_S3_BUCKET", default_value = "hangar")]
+    pub s3_bucket: String,
+
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` for MinIO; empty for AWS.
+    #[arg(long, env = "HANGAR_S3_ENDPOINT", default_value = "")]
+    pub s3_endpoint: String,
+
+    /// S3 region.
+    #[arg(long, env = "HANGAR_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Long-lived access key of the service account (used to call STS and to sign download links).
+    #[arg(long, env = "HANGAR_S3_ACCESS_KEY", default_value = "")]
+    pub s3_access_key: String,
+
+    /// Secret key of that account. Never logged.
+    #[arg(long, env = "HANGAR_S3_SECRET_KEY", default_value = "", hide_default_value = true)]
+    pub s3_secret_key: String,
+
+    /// STS endpoint for AssumeRole; defaults to the S3 endpoint (MinIO serves both).
+    #[arg(long, env = "HANGAR_STS_ENDPOINT", default_value = "")]
+    pub sts_endpoint: String,
+
+    /// Role to assume for the temporary credentials handed to Pilot 2 and docks.
+    #[arg(long, env = "HANGAR_STS_ROLE_ARN", default_value = "arn:aws:iam::000000000000:role/hangar-upload")]
+    pub sts_role_arn: String,
+
+    /// Validity of STS credentials in seconds.
+    #[arg(long, env = "HANGAR_STS_DURATION_SECS", default_value_t = 3600)]
+    pub sts_duration_secs: i64,
+
+    /// `provider` reported with the credentials: `minio`, `aws` or `ali`.
+    #[arg(long, env = "HANGAR_STORAGE_PROVIDER", default_value = "minio")]
+    pub storage_provider: String,
+
+    /// Folder inside the bucket where devices upload.
+    #[arg(long, env = "HANGAR_OBJECT_KEY_PREFIX", default_value = "media")]
+    pub object_key_prefix: String,
+
+    /// Validity of download links in seconds.
+    #[arg(long, env = "HANGAR_URL_EXPIRY_SECS", default_value_t = 3600)]
+    pub url_expiry_secs: u64,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and tools that change a few fields.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Wrapper as clap::Parser>::parse_from(["hangar"]).config
+    }
+}

@@ -1,0 +1,156 @@
+//! HTTP plumbing common to command-api and query-api: lenient extractors that answer bad input in
+//! DJI's envelope, CORS as DJI's demo sends it, and DJI's pagination shape.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// A JSON body. Malformed JSON, wrong types and missing fields answer `{code: -1, message}` saying
+/// what is wrong, never a 4xx/5xx. An empty body reads as `{}`; the content type is not insisted on
+/// (DJI Pilot 2 does not always send one).
+pub struct DjiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for DjiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::failed(format!("Could not read the request body: {e}")))?;
+        parse_json(&bytes).map(DjiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(body).map_err(|e| ApiError::failed(format!("Invalid request body: {e}")))
+}
+
+/// Query parameters; a value of the wrong type answers `{code: -1, message}`.
+pub struct DjiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for DjiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| DjiQuery(q.0))
+            .map_err(|e| ApiError::failed(format!("Invalid query parameters: {}", e.body_text())))
+    }
+}
+
+/// `page` (1-based) and `page_size` from the query string.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct PageQuery {
+    pub page: Option<i64>,
+    pub page_size: Option<i64>,
+}
+
+impl PageQuery {
+    /// Page and size with the endpoint's default size; out-of-range values are clamped so that a
+    /// client asking for page 0 or a huge page gets an answer rather than an error.
+    pub fn resolve(self, default_size: i64) -> (i64, i64) {
+        let page = self.page.unwrap_or(1).max(1);
+        let size = self.page_size.unwrap_or(default_size).clamp(1, 1000);
+        (page, size)
+    }
+}
+
+/// DJI's pagination object; Pilot 2 parses these exact names.
+#[derive(Debug, Serialize)]
+pub struct Paginated<T> {
+    pub list: Vec<T>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Pagination {
+    pub page: i64,
+    pub page_size: i64,
+    pub total: i64,
+}
+
+impl<T> Paginated<T> {
+    pub fn new(list: Vec<T>, page: i64, page_size: i64, total: i64) -> Self {
+        Self { list, pagination: Pagination { page, page_size, total } }
+    }
+}
+
+const ALLOW_HEADERS: &str = "Content-Type, Authorization, x-auth-token, X-Requested-With, Accept, Origin, \
+Access-Control-Request-Method, Access-Control-Request-Headers, Cache-Control, Pragma";
+
+/// CORS as DJI's demo answers it (reference §0.6): every response allows any origin with
+/// credentials; `OPTIONS` is answered 200 with no body before authentication.
+pub async fn cors(req: Request, next: Next) -> Response {
+    let mut res = if req.method() == Method::OPTIONS { StatusCode::OK.into_response() } else { next.run(req).await };
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE, PUT, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
+    res
+}
+
+/// The layers every Hangar HTTP surface shares: CORS outermost, DJI-enveloped 404 and 405.
+pub fn finish(router: axum::Router) -> axum::Router {
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(method_not_allowed))
+        .layer(axum::middleware::from_fn(cors))
+}
+
+/// Answer for a path no route serves: DJI's envelope with a message naming the path.
+pub async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"code": -1, "message": format!("No endpoint {method} {}", uri.path())})),
+    )
+        .into_response()
+}
+
+/// Answer for a known path with a method it does not serve.
+pub async fn method_not_allowed(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            axum::Json(serde_json::json!({"code": -1, "message": format!("{method} is not supported on {path}")})),
+        )
+            .into_response();
+    }
+    res
+}
+
+/// Lenient boolean: DJI clients and docks send `true`/`false`, `0`/`1` or `"0"`/`"1"`.
+pub mod lenient_bool {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum B {
+            B(bool),
+            N(i64),
+            S(String),
+        }
+        match B::deserialize(d)? {
+            B::B(b) => Ok(b),
+            B::N(n) => Ok(n != 0),
+            B::S(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" | "" => Ok(false),
+                other => Err(serde::de::Error::custom(format!("expected a boolean, found \"{other}\""))),
+            },
+        }
+    }
+}
