@@ -66,7 +66,9 @@ fn consumer_config(p: &dyn Projection, names: &Names) -> consumer::pull::Config 
         durable_name: Some(names.consumer(p.name())),
         description: Some(format!("Hangar projection {}", p.name())),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        // short: after a projector dies, its in-flight messages come back this quickly (a slow batch
+        // being redelivered is harmless, the checkpoints skip it)
+        ack_wait: Duration::from_secs(5),
         deliver_policy: consumer::DeliverPolicy::All,
         filter_subject: filter,
         max_ack_pending: 20_000,

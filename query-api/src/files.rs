@@ -4,7 +4,7 @@
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::error::ok;
 use shared::http::{DjiQuery, PageQuery, Paginated};
@@ -29,20 +29,21 @@ pub struct MediaFileDto {
     job_id: String,
 }
 
-type FileRow = (
-    String,
-    String,
-    String,
-    String,
-    bool,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    chrono::DateTime<chrono::Utc>,
-    String,
-);
+#[derive(sqlx::FromRow)]
+struct FileRow {
+    file_id: String,
+    file_name: String,
+    file_path: String,
+    object_key: String,
+    is_original: bool,
+    drone: String,
+    payload_model_key: String,
+    payload_name: Option<String>,
+    tinny_fingerprint: String,
+    fingerprint: String,
+    create_time: chrono::DateTime<chrono::Utc>,
+    job_id: String,
+}
 
 /// `GET /media/api/v1/files/{workspace_id}/files?page=1&page_size=10`, newest first.
 pub async fn list(
@@ -58,7 +59,7 @@ pub async fn list(
     // `payload` is the payload's dictionary name, or its model key when the model is unknown.
     let rows: Vec<FileRow> = sqlx::query_as(
         "SELECT f.file_id, f.file_name, f.file_path, f.object_key, f.is_original, f.drone, f.payload_model_key, \
-                d.device_name, f.tinny_fingerprint, f.fingerprint, f.create_time, f.job_id \
+                d.device_name AS payload_name, f.tinny_fingerprint, f.fingerprint, f.create_time, f.job_id \
          FROM rm_media_files f \
          LEFT JOIN device_dictionary d ON f.payload_model_key ~ '^[0-9]{1,9}-[0-9]{1,9}-[0-9]{1,9}$' \
               AND d.domain = (CASE WHEN f.payload_model_key ~ '^[0-9]{1,9}-[0-9]{1,9}-[0-9]{1,9}$' THEN split_part(f.payload_model_key, '-', 1)::int END) \
@@ -74,17 +75,17 @@ pub async fn list(
     let list = rows
         .into_iter()
         .map(|r| MediaFileDto {
-            file_id: r.0,
-            file_name: r.1,
-            file_path: r.2,
-            object_key: r.3,
-            is_original: r.4,
-            drone: r.5,
-            payload: r.7.unwrap_or(r.6),
-            tinny_fingerprint: r.8,
-            fingerprint: r.9,
-            create_time: datetime_string(r.10),
-            job_id: r.11,
+            file_id: r.file_id,
+            file_name: r.file_name,
+            file_path: r.file_path,
+            object_key: r.object_key,
+            is_original: r.is_original,
+            drone: r.drone,
+            payload: r.payload_name.unwrap_or(r.payload_model_key),
+            tinny_fingerprint: r.tinny_fingerprint,
+            fingerprint: r.fingerprint,
+            create_time: datetime_string(r.create_time),
+            job_id: r.job_id,
         })
         .collect();
     Ok(ok(Paginated::new(list, page, size, total)))
@@ -104,7 +105,8 @@ pub async fn url(
             .ok_or_else(|| ApiError::failed("The file does not exist."))?;
     let url =
         s.storage.download_url(&key).await.map_err(|e| ApiError::Internal(e.context("signing a download link")))?;
-    Ok(Redirect::to(&url).into_response())
+    // DJI's clients expect 302 Found (axum's Redirect::to is 303)
+    Ok((StatusCode::FOUND, [(header::LOCATION, url)]).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,6 +49,17 @@ pub struct UserListItem {
     create_time: String,
 }
 
+#[derive(FromRow)]
+struct UserListRow {
+    user_id: String,
+    username: String,
+    workspace_name: Option<String>,
+    user_type: i32,
+    mqtt_username: String,
+    mqtt_password: String,
+    create_time: chrono::DateTime<chrono::Utc>,
+}
+
 /// `GET /manage/api/v1/users/{workspace_id}/users?page=1&page_size=50`.
 pub async fn list(
     State(s): State<AppState>,
@@ -60,7 +71,7 @@ pub async fn list(
         .bind(&workspace_id)
         .fetch_one(&s.pool)
         .await?;
-    let rows: Vec<(String, String, Option<String>, i32, String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+    let rows: Vec<UserListRow> = sqlx::query_as(
         "SELECT u.user_id, u.username, w.workspace_name, u.user_type, u.mqtt_username, u.mqtt_password, u.create_time \
          FROM rm_users u LEFT JOIN rm_workspaces w ON w.workspace_id = u.workspace_id \
          WHERE u.workspace_id = $1 ORDER BY u.create_time, u.user_id LIMIT $2 OFFSET $3",
@@ -72,18 +83,18 @@ pub async fn list(
     .await?;
     let list = rows
         .into_iter()
-        .map(|(user_id, username, workspace_name, user_type, mqtt_username, mqtt_password, create_time)| UserListItem {
-            user_id,
-            username,
-            workspace_name: workspace_name.unwrap_or_default(),
-            user_type: match user_type {
+        .map(|r| UserListItem {
+            user_id: r.user_id,
+            username: r.username,
+            workspace_name: r.workspace_name.unwrap_or_default(),
+            user_type: match r.user_type {
                 1 => "Web",
                 2 => "Pilot",
                 _ => "Unknown",
             },
-            mqtt_username,
-            mqtt_password,
-            create_time: datetime_string(create_time),
+            mqtt_username: r.mqtt_username,
+            mqtt_password: r.mqtt_password,
+            create_time: datetime_string(r.create_time),
         })
         .collect();
     Ok(ok(Paginated::new(list, page, size, total)))

@@ -138,15 +138,15 @@ pub mod lenient_bool {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
-        enum B {
-            B(bool),
-            N(i64),
-            S(String),
+        enum Wire {
+            Bool(bool),
+            Int(i64),
+            Text(String),
         }
-        match B::deserialize(d)? {
-            B::B(b) => Ok(b),
-            B::N(n) => Ok(n != 0),
-            B::S(s) => match s.trim().to_ascii_lowercase().as_str() {
+        match Wire::deserialize(d)? {
+            Wire::Bool(b) => Ok(b),
+            Wire::Int(n) => Ok(n != 0),
+            Wire::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" => Ok(true),
                 "false" | "0" | "" => Ok(false),
                 other => Err(serde::de::Error::custom(format!("expected a boolean, found \"{other}\""))),

@@ -1,0 +1,10 @@
+//! Hangar's integration tests: the whole system started in this process (or as a child process)
+//! against the real PostgreSQL, NATS JetStream and object storage, driven through HTTP as DJI's
+//! clients drive it. Each test has its own database, NATS prefix and storage folder.
+
+mod auth;
+mod durability;
+mod helpers;
+mod media;
+mod replay;
+mod storage;
