@@ -162,9 +162,13 @@ async fn lead(
         }
         let positions: Vec<i64> = pending.iter().map(|(p, _)| *p).collect();
         let acks = join_all(pending.into_iter().map(|(_, f)| f.into_future())).await;
+        let mut acked = 0u64;
         for (pos, ack) in positions.into_iter().zip(acks) {
             match ack {
-                Ok(_) => done.push(pos),
+                Ok(_) => {
+                    done.push(pos);
+                    acked += 1;
+                }
                 Err(err) => {
                     publish_error.get_or_insert_with(|| anyhow::Error::new(err).context("JetStream ack"));
                 }
@@ -175,7 +179,7 @@ async fn lead(
                 .bind(&done)
                 .execute(&mut conn)
                 .await?;
-            published.fetch_add(done.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            published.fetch_add(acked, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(e) = publish_error {
             return Err(e);
