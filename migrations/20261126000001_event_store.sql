@@ -30,10 +30,10 @@ CREATE FUNCTION events_to_outbox() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
 BEGIN
+    -- No NOTIFY here: a notifying transaction takes a cluster-wide lock at commit, which would
+    -- serialise every command. The relay polls instead (an index probe on a small table).
     INSERT INTO event_outbox (global_position, aggregate_type, aggregate_id, sequence)
     VALUES (NEW.global_position, NEW.aggregate_type, NEW.aggregate_id, NEW.sequence);
-    -- identical notifications within one transaction are folded into one by Postgres
-    PERFORM pg_notify('hangar_outbox', '');
     RETURN NULL;
 END
 $$;

@@ -22,13 +22,16 @@ use shared::es::{StoredEvent, H_SEQUENCE};
 use shared::metrics;
 use shared::nats::Names;
 use shared::{Config, Shutdown};
-use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 /// Advisory lock key of the relay leader ("hangar.relay").
 const RELAY_LOCK: i64 = 0x6861_6e67_6172_0001;
 const BATCH: i64 = 1000;
-const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long the relay waits after a batch smaller than BATCH before looking again: short enough
+/// for projection lag, long enough that a busy system is drained in batches rather than row by row.
+const POLL: Duration = Duration::from_millis(5);
+/// An idle relay backs off up to this interval between polls.
+const IDLE_POLL_MAX: Duration = Duration::from_millis(50);
 
 pub async fn run(
     config: Config,
@@ -80,11 +83,10 @@ async fn lead(
     }
     leader.store(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("relay is the leader");
-    let mut listener = PgListener::connect(&config.database_url).await.context("relay listener")?;
-    listener.listen("hangar_outbox").await?;
     let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
     let recheck_after = chrono::Duration::seconds((config.dedup_window_secs / 2) as i64);
 
+    let mut idle = POLL;
     while !shutdown.is_cancelled() {
         let rows = sqlx::query(
             "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, \
@@ -98,11 +100,13 @@ async fn lead(
         if rows.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                n = listener.recv() => { n.context("outbox notifications")?; }
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = tokio::time::sleep(idle) => {}
             }
+            idle = (idle * 2).min(IDLE_POLL_MAX);
             continue;
         }
+        idle = POLL;
+        let full = rows.len() as i64 == BATCH;
         let events: Vec<StoredEvent> = rows
             .iter()
             .map(|r| StoredEvent {
@@ -183,6 +187,9 @@ async fn lead(
         }
         if let Some(e) = publish_error {
             return Err(e);
+        }
+        if !full {
+            tokio::time::sleep(POLL).await;
         }
     }
     Ok(())

@@ -35,6 +35,9 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // a broken connection fails its query and is replaced; pinging before every acquire would
+        // add a round trip to every command
+        .test_before_acquire(false)
         .connect(url)
         .await
         .with_context(|| "connecting to Postgres".to_string())
