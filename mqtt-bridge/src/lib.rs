@@ -1,13 +1,139 @@
-//! mqtt-bridge: the MQTT ⇄ JetStream protocol adapter between DJI devices and Hangar.
+//! mqtt-bridge: the MQTT ⇄ JetStream protocol adapter between DJI devices and Hangar. It knows
+//! DJI's topics and envelope, not the domain: it keeps every device message exactly as it
+//! arrived, and publishes what the rest of Hangar wants to say to devices.
 //!
-//! Not built yet: device traffic (topology, telemetry, events, requests) arrives with the devices
-//! work. Until then `run` only waits for shutdown so that the process layout, the all-in-one binary
-//! and the Kubernetes manifests are already in their final shape.
+//! ```text
+//! dock ─MQTT─► broker ─► inbound ─► DEVICE_IN  dev.in.<gateway_sn>.<kind>
+//!                                └► TELEMETRY tm.<sn>.<osd|state>
+//! DEVICE_OUT dev.out.<gateway_sn>.<kind> ─► outbound ─► broker ─MQTT─► dock
+//! ```
+//!
+//! Nothing is lost between the two: a device's QoS 1 publish is acked to the broker only after
+//! JetStream stored it, and a JetStream message is acked only after the broker's PubAck. Either
+//! side redelivers what the bridge did not confirm, and JetStream's duplicate window (keyed on
+//! `<topic>/<tid>`) absorbs MQTT redeliveries.
+//!
+//! Replicas share the device traffic through one MQTT shared-subscription group, each under its
+//! own stable client id. Mosquitto 2.0 keeps handing a member its round-robin share while it is
+//! offline (queued in its session): a replica that restarts gets its backlog back, but one removed
+//! for good strands its queue, so scale down only a drained replica (or clear its session).
+//!
+//! - [`topic`]: the DJI topics: subscriptions, what a topic says about device and kind.
+//! - `mqtt`: broker URL, client options, reconnect backoff.
+//! - `inbound`: MQTT → JetStream (event-loop task and publishing worker).
+//! - `outbound`: JetStream → MQTT (pull consumer and its own MQTT connection).
+//! - [`sim`]: a fleet of simulated docks for tests, demos and benchmarks (binary `dock-sim`).
+//!
+//! Metrics: `hangar_bridge_inbound_total{kind}`, `hangar_bridge_outbound_total`,
+//! `hangar_bridge_jetstream_errors_total`, `hangar_bridge_connected{link}` (1 while the inbound or
+//! outbound connection is up).
 
+mod inbound;
+mod mqtt;
+mod outbound;
+pub mod sim;
+pub mod topic;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use shared::nats::Names;
 use shared::{Config, Shutdown};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
-pub async fn run(_config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
-    tracing::warn!("mqtt-bridge does not handle device traffic yet");
-    shutdown.cancelled().await;
-    Ok(())
+pub use mqtt::{BrokerUrl, MAX_PACKET_BYTES};
+
+/// Header: the MQTT topic a message came from (inbound) or goes to (outbound, required); and when
+/// the bridge received it (RFC 3339, microseconds, UTC). Shared with the device inbox.
+pub use shared::protocol::{H_MQTT_TOPIC, H_RECEIVED_AT};
+/// Header: why an inbound message is unusual (`invalid_json`, `not_an_object`, `too_large`,
+/// `unknown_topic`); absent on normal messages.
+pub const H_ANOMALY: &str = "Hangar-Anomaly";
+/// Header: `<i>/<n>` on the pieces of a message too large for one NATS message (1-based); the
+/// pieces share subject and topic and are published in order.
+pub const H_CHUNK: &str = "Hangar-Chunk";
+
+/// A running bridge: its tasks, and whether its subscriptions are in place.
+pub struct Bridge {
+    tasks: JoinSet<anyhow::Result<()>>,
+    subscribed: watch::Receiver<bool>,
+    stop: Shutdown,
+}
+
+impl Bridge {
+    /// Connects to NATS, creates the streams and starts the inbound and outbound links. The MQTT
+    /// connections are made in the background and retried forever, so a broker that is down does
+    /// not keep the bridge (or the all-in-one binary) from starting.
+    pub async fn start(config: Config, shutdown: Shutdown) -> anyhow::Result<Self> {
+        let url = BrokerUrl::parse(&config.mqtt_url)?;
+        let stop = shutdown.child_token();
+        let (subscribed_tx, subscribed) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let nats = shared::nats::connect(&config).await?;
+        let js = jetstream::new(nats);
+        let names = Names::new(&config.nats_prefix);
+        let mut backoff = mqtt::Backoff::default();
+        while let Err(e) = shared::nats::ensure_streams(&js, &names, &config).await {
+            let delay = backoff.next_delay().max(Duration::from_millis(500));
+            tracing::warn!(error = ?e, "mqtt-bridge cannot create its streams yet; retrying");
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(Self { tasks, subscribed, stop }),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+
+        let filters = topic::subscriptions(&config.mqtt_share_group, &config.mqtt_extra_subscriptions);
+        let inbound = inbound::Inbound::new(&config, &url);
+        let acker = inbound::Acker::new(inbound.client.clone(), inbound.generation.clone());
+        let (tx, rx) = mpsc::channel(inbound::CHANNEL);
+        tasks.spawn(inbound::mqtt_loop(
+            inbound.eventloop,
+            inbound.client,
+            inbound.generation,
+            tx,
+            filters,
+            subscribed_tx,
+            stop.clone(),
+        ));
+        tasks.spawn(inbound::worker(js.clone(), names.clone(), config.clone(), rx, acker, stop.clone()));
+
+        let outbound = outbound::Outbound::new(&config, &url);
+        let (ids_tx, ids_rx) = mpsc::unbounded_channel();
+        let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+        let (link_tx, link_rx) = watch::channel(false);
+        tasks.spawn(outbound::mqtt_loop(outbound.eventloop, ids_rx, outcomes_tx, link_tx, stop.clone()));
+        tasks.spawn(outbound::feeder(js, names, outbound.client, ids_tx, outcomes_rx, link_rx, stop.clone()));
+
+        tracing::info!(broker = %config.mqtt_url, client_id = %config.mqtt_client_id, "mqtt-bridge started");
+        Ok(Self { tasks, subscribed, stop })
+    }
+
+    /// Turns true once the broker confirmed the subscriptions, false while disconnected. Devices'
+    /// messages published before the first subscription are not for this bridge to see.
+    pub fn subscribed(&self) -> watch::Receiver<bool> {
+        self.subscribed.clone()
+    }
+
+    /// Waits until every task finished (after shutdown). If one fails, the others are stopped
+    /// and its error is returned.
+    pub async fn join(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined.context("mqtt-bridge task panicked").and_then(|r| r);
+            if let Err(e) = result {
+                tracing::error!(error = ?e, "mqtt-bridge task failed; stopping the bridge");
+                self.stop.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs the bridge until `shutdown`, then finishes the messages in hand and disconnects.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    Bridge::start(config, shutdown).await?.join().await
 }

@@ -114,6 +114,57 @@ pub struct Config {
     /// Validity of download links in seconds.
     #[arg(long, env = "HANGAR_URL_EXPIRY_SECS", default_value_t = 3600)]
     pub url_expiry_secs: u64,
+
+    /// A device silent for this many seconds is offline (DJI's demo: 30–60 s).
+    #[arg(long, env = "HANGAR_DEVICE_OFFLINE_SECS", default_value_t = 60)]
+    pub device_offline_secs: u64,
+
+    /// NTP server handed to docks in the `config` request.
+    #[arg(long, env = "HANGAR_NTP_SERVER_HOST", default_value = "ntp.aliyun.com")]
+    pub ntp_server_host: String,
+
+    /// DJI developer App ID handed to docks in the `config` request.
+    #[arg(long, env = "HANGAR_APP_ID", default_value = "")]
+    pub app_id: String,
+
+    /// DJI developer App Key handed to docks in the `config` request.
+    #[arg(long, env = "HANGAR_APP_KEY", default_value = "", hide_default_value = true)]
+    pub app_key: String,
+
+    /// DJI developer App License handed to docks in the `config` request.
+    #[arg(long, env = "HANGAR_APP_LICENSE", default_value = "", hide_default_value = true)]
+    pub app_license: String,
+
+    /// MQTT client id of mqtt-bridge (default `hangar-bridge`). The broker keeps the bridge's
+    /// session, and queues device messages while it is away, under this id: keep it stable across
+    /// restarts and unique per replica (a StatefulSet pod name). Commands to devices go out on a
+    /// second connection, `<id>-out`.
+    #[arg(long, env = "HANGAR_MQTT_CLIENT_ID", default_value = "hangar-bridge")]
+    pub mqtt_client_id: String,
+
+    /// Shared-subscription group of mqtt-bridge (default `hangar`): replicas in one group split the
+    /// device traffic instead of each receiving all of it.
+    #[arg(long, env = "HANGAR_MQTT_SHARE_GROUP", default_value = "hangar")]
+    pub mqtt_share_group: String,
+
+    /// MQTT keep-alive in seconds (default 10, as DJI's demo); a dead broker connection is noticed
+    /// after about 1.5 times this.
+    #[arg(long, env = "HANGAR_MQTT_KEEP_ALIVE_SECS", default_value_t = 10)]
+    pub mqtt_keep_alive_secs: u64,
+
+    /// MQTT user name of mqtt-bridge; empty (the default) connects without credentials.
+    #[arg(long, env = "HANGAR_MQTT_USERNAME", default_value = "")]
+    pub mqtt_username: String,
+
+    /// MQTT password of mqtt-bridge (default empty). Never logged.
+    #[arg(long, env = "HANGAR_MQTT_PASSWORD", default_value = "", hide_default_value = true)]
+    pub mqtt_password: String,
+
+    /// Extra MQTT topic filters mqtt-bridge subscribes to, comma-separated (default none), for
+    /// device topics Hangar does not know yet (new firmware). Their messages are kept raw in
+    /// DEVICE_IN under kind `unknown`.
+    #[arg(long, env = "HANGAR_MQTT_EXTRA_SUBSCRIPTIONS", value_delimiter = ',')]
+    pub mqtt_extra_subscriptions: Vec<String>,
 }
 
 impl Config {

@@ -24,6 +24,7 @@ pub mod event_store;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod protocol;
 pub mod storage;
 pub mod telemetry;
 pub mod time;

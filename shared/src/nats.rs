@@ -47,9 +47,68 @@ impl Names {
         }
     }
 
+    /// Device messages as they arrived (everything except telemetry): `dev.in.<gateway_sn>.<kind>`.
+    pub fn device_in_stream(&self) -> String {
+        format!("{}DEVICE_IN", self.stream_prefix)
+    }
+
+    /// Messages waiting to be published to devices: `dev.out.<gateway_sn>.<kind>`.
+    pub fn device_out_stream(&self) -> String {
+        format!("{}DEVICE_OUT", self.stream_prefix)
+    }
+
+    /// Raw osd and state messages, kept for an hour: `tm.<sn>.<osd|state>`.
+    pub fn telemetry_stream(&self) -> String {
+        format!("{}TELEMETRY", self.stream_prefix)
+    }
+
+    /// `dev.in.<gateway_sn>.<kind>`, where kind names the MQTT topic (`status`, `events`, …).
+    pub fn device_in_subject(&self, gateway_sn: &str, kind: &str) -> String {
+        format!("{}dev.in.{}.{}", self.subject_root, subject_token(gateway_sn), subject_token(kind))
+    }
+
+    /// `dev.out.<gateway_sn>.<kind>`, where kind names the MQTT topic (`services`, `events_reply`, …).
+    pub fn device_out_subject(&self, gateway_sn: &str, kind: &str) -> String {
+        format!("{}dev.out.{}.{}", self.subject_root, subject_token(gateway_sn), subject_token(kind))
+    }
+
+    /// `tm.<sn>.<osd|state>`.
+    pub fn telemetry_subject(&self, sn: &str, kind: &str) -> String {
+        format!("{}tm.{}.{}", self.subject_root, subject_token(sn), subject_token(kind))
+    }
+
+    /// Filter for one gateway's inbound messages, or all of them.
+    pub fn device_in_filter(&self, gateway_sn: Option<&str>) -> String {
+        self.per_device_filter("dev.in", gateway_sn)
+    }
+
+    /// Filter for one gateway's outbound messages, or all of them.
+    pub fn device_out_filter(&self, gateway_sn: Option<&str>) -> String {
+        self.per_device_filter("dev.out", gateway_sn)
+    }
+
+    /// Filter for one device's telemetry, or all of it.
+    pub fn telemetry_filter(&self, sn: Option<&str>) -> String {
+        self.per_device_filter("tm", sn)
+    }
+
+    fn per_device_filter(&self, root: &str, sn: Option<&str>) -> String {
+        match sn {
+            Some(sn) => format!("{}{root}.{}.>", self.subject_root, subject_token(sn)),
+            None => format!("{}{root}.>", self.subject_root),
+        }
+    }
+
     /// Durable consumer name of a projection.
     pub fn consumer(&self, projection: &str) -> String {
         format!("{}{}", self.stream_prefix, projection.replace(['.', '*', '>', ' '], "_"))
+    }
+}
+
+impl Names {
+    /// Telemetry of every device, of one kind (`osd` or `state`).
+    pub fn telemetry_kind_filter(&self, kind: &str) -> String {
+        format!("{}tm.*.{}", self.subject_root, subject_token(kind))
     }
 }
 
@@ -77,6 +136,49 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names, config: &Con
     })
     .await
     .with_context(|| format!("creating stream {}", names.es_stream()))?;
+
+    // Device traffic is kept a week: long enough to replay an incident or a missed reply, short
+    // enough that a chatty fleet does not fill the disk. Telemetry is only a live feed and the
+    // latest state, so an hour is plenty and old messages make room for new ones.
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+    const HOUR: Duration = Duration::from_secs(3600);
+    let dedup = Duration::from_secs(config.dedup_window_secs);
+    let device_streams = [
+        (
+            names.device_in_stream(),
+            names.device_in_filter(None),
+            "Device messages as they arrived (raw, with MQTT topic)",
+        ),
+        (names.device_out_stream(), names.device_out_filter(None), "Messages for devices, published by mqtt-bridge"),
+    ];
+    for (name, filter, description) in device_streams {
+        js.get_or_create_stream(stream::Config {
+            name: name.clone(),
+            description: Some(description.into()),
+            subjects: vec![filter],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: WEEK,
+            duplicate_window: dedup.min(WEEK),
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating stream {name}"))?;
+    }
+    js.get_or_create_stream(stream::Config {
+        name: names.telemetry_stream(),
+        description: Some("Device osd and state messages (raw, with MQTT topic), kept an hour".into()),
+        subjects: vec![names.telemetry_filter(None)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: HOUR,
+        duplicate_window: dedup.min(HOUR),
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating stream {}", names.telemetry_stream()))?;
     Ok(())
 }
 
@@ -92,5 +194,32 @@ mod tests {
         assert_eq!(n.es_filter(Some("user"), None), "t_1a.es.user.>");
         let d = Names::new("");
         assert_eq!((d.es_stream(), d.es_filter(None, None)), ("ES".to_string(), "es.>".to_string()));
+    }
+
+    #[test]
+    fn device_names() {
+        let n = Names::new("t_1a");
+        assert_eq!(n.device_in_stream(), "T_1ADEVICE_IN");
+        assert_eq!(n.device_out_stream(), "T_1ADEVICE_OUT");
+        assert_eq!(n.telemetry_stream(), "T_1ATELEMETRY");
+        assert_eq!(n.device_in_subject("4TADK1", "events"), "t_1a.dev.in.4TADK1.events");
+        assert_eq!(n.device_out_subject("4TADK1", "property_set"), "t_1a.dev.out.4TADK1.property_set");
+        assert_eq!(n.telemetry_subject("1581F5", "osd"), "t_1a.tm.1581F5.osd");
+        assert_eq!(n.device_in_filter(Some("4TADK1")), "t_1a.dev.in.4TADK1.>");
+        assert_eq!(n.device_out_filter(None), "t_1a.dev.out.>");
+        assert_eq!(n.telemetry_filter(None), "t_1a.tm.>");
+
+        let d = Names::new("");
+        assert_eq!(d.device_in_stream(), "DEVICE_IN");
+        assert_eq!(d.telemetry_subject("1581F5", "state"), "tm.1581F5.state");
+        assert_eq!(d.device_in_filter(None), "dev.in.>");
+    }
+
+    #[test]
+    fn device_ids_stay_one_token() {
+        let n = Names::new("");
+        assert_eq!(n.device_in_subject("a.b*c", "status"), "dev.in.a%2Eb%2Ac.status");
+        assert_eq!(n.telemetry_subject("x y>", "osd"), "tm.x%20y%3E.osd");
+        assert_eq!(n.device_out_subject("", "services"), "dev.out.%00.services");
     }
 }
