@@ -9,6 +9,8 @@
 //! - [`media`]: MediaController (fast-upload, tiny-fingerprints, upload-callback, group-upload-callback).
 //! - [`storage`]: StorageController (STS credentials).
 
+pub mod device_inbox;
+pub mod devices;
 pub mod login;
 pub mod media;
 pub mod storage;
@@ -17,12 +19,13 @@ pub mod users;
 use std::sync::Arc;
 
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{post, put};
+use axum::routing::{delete, post, put};
 use axum::Router;
 use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
-use shared::domain::{file_group::FileGroup, media::MediaFile, user::User};
+use shared::domain::{device::Device, file_group::FileGroup, media::MediaFile, user::User};
 use shared::event_store::{cqrs, Cqrs};
+use shared::nats::Names;
 use shared::storage::Storage;
 use shared::{ApiError, Config};
 use sqlx::PgPool;
@@ -36,15 +39,21 @@ pub struct AppState {
     pub media: Arc<Cqrs<MediaFile>>,
     pub file_groups: Arc<Cqrs<FileGroup>>,
     pub users: Arc<Cqrs<User>>,
+    pub devices: Arc<Cqrs<Device>>,
+    pub js: async_nats::jetstream::Context,
+    pub names: Names,
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: PgPool, storage: Storage) -> Self {
+    pub fn new(config: Config, pool: PgPool, storage: Storage, js: async_nats::jetstream::Context) -> Self {
         Self {
             jwt: Jwt::new(&config),
             media: cqrs(&pool),
             file_groups: cqrs(&pool),
             users: cqrs(&pool),
+            devices: cqrs(&pool),
+            names: Names::new(&config.nats_prefix),
+            js,
             config: Arc::new(config),
             pool,
             storage,
@@ -61,6 +70,11 @@ pub fn router(state: AppState) -> Router {
         .route("/media/api/v1/workspaces/{workspace_id}/files/tiny-fingerprints", post(media::tiny_fingerprints))
         .route("/media/api/v1/workspaces/{workspace_id}/group-upload-callback", post(media::group_upload_callback))
         .route("/storage/api/v1/workspaces/{workspace_id}/sts", post(storage::sts))
+        .route("/manage/api/v1/devices/{device_sn}/binding", post(devices::bind))
+        .route("/manage/api/v1/devices/{device_sn}/unbinding", delete(devices::unbind))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", put(devices::update))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property", put(devices::property_set))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", put(devices::hms_read))
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = Router::new()
@@ -84,9 +98,15 @@ pub fn command_error<E: std::error::Error + Send + Sync + 'static>(e: AggregateE
 pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
     let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
     let storage = Storage::new(&config)?;
+    let nats = shared::nats::connect(&config).await?;
+    let js = async_nats::jetstream::new(nats);
+    shared::nats::ensure_streams(&js, &Names::new(&config.nats_prefix), &config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "command-api listening");
-    let app = shared::http::finish(router(AppState::new(config, pool, storage)));
+    let state = AppState::new(config, pool, storage, js);
+    let inbox = tokio::spawn(device_inbox::run(state.clone(), shutdown.clone()));
+    let app = shared::http::finish(router(state));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    inbox.await??;
     Ok(())
 }

@@ -84,14 +84,18 @@ pub async fn start(config: Config, components: Components, shutdown: Shutdown) -
     let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
     let nats = shared::nats::connect(&config).await?;
     let names = shared::nats::Names::new(&config.nats_prefix);
-    shared::nats::ensure_streams(&async_nats::jetstream::new(nats.clone()), &names, &config).await?;
+    let js = async_nats::jetstream::new(nats.clone());
+    shared::nats::ensure_streams(&js, &names, &config).await?;
     let mut tasks = JoinSet::new();
     let mut addr = None;
     if components.api {
         let storage = Storage::new(&config)?;
         let hub = query_api::ws::Hub::new(shutdown.clone());
-        let app = command_api::router(command_api::AppState::new(config.clone(), pool.clone(), storage.clone()))
-            .merge(query_api::router(query_api::AppState::new(config.clone(), pool.clone(), storage, hub)));
+        let commands = command_api::AppState::new(config.clone(), pool.clone(), storage.clone(), js.clone());
+        tasks.spawn(command_api::device_inbox::run(commands.clone(), shutdown.clone()));
+        let queries = query_api::AppState::new(config.clone(), pool.clone(), storage, hub, nats.clone());
+        tasks.spawn(query_api::push::run(queries.clone(), shutdown.clone()));
+        let app = command_api::router(commands).merge(query_api::router(queries));
         let app = shared::http::finish(app);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -5,8 +5,9 @@
 //! - [`runner`]: the projection framework. One durable pull consumer per projection; the read-model
 //!   write and a per-aggregate checkpoint commit in one transaction; acks only after commit;
 //!   rebuild from the start of the stream; lag as a metric.
-//! - [`media`], [`users`], [`workspaces`]: the read models the query API serves.
+//! - [`devices`], [`media`], [`users`], [`workspaces`]: the read models the query API serves.
 
+pub mod devices;
 pub mod media;
 pub mod relay;
 pub mod runner;
@@ -24,7 +25,12 @@ pub use runner::Projection;
 
 /// Every projection of the product.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(workspaces::Workspaces), Arc::new(users::Users), Arc::new(media::MediaFiles)]
+    vec![
+        Arc::new(workspaces::Workspaces),
+        Arc::new(users::Users),
+        Arc::new(media::MediaFiles),
+        Arc::new(devices::Devices),
+    ]
 }
 
 /// Runs the relay and every projection until `shutdown`, and waits for all of them to stop.

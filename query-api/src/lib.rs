@@ -3,10 +3,14 @@
 //! - [`files`]: FileController (the workspace's media library, download links) and the signed links
 //!   of the local object store.
 //! - [`users`]: UserController reads (current user, a workspace's users) and WorkspaceController.
+//! - [`devices`]: DeviceController, TopologyController and DeviceHmsController reads.
+//! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
 //! - `/metrics` (Prometheus text) and `/healthz`, without a token.
 
+pub mod devices;
 pub mod files;
+pub mod push;
 pub mod users;
 pub mod ws;
 
@@ -28,11 +32,21 @@ pub struct AppState {
     pub jwt: Jwt,
     pub storage: Storage,
     pub hub: ws::Hub,
+    pub nats: async_nats::Client,
+    pub names: shared::nats::Names,
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: PgPool, storage: Storage, hub: ws::Hub) -> Self {
-        Self { jwt: Jwt::new(&config), config: Arc::new(config), pool, storage, hub }
+    pub fn new(config: Config, pool: PgPool, storage: Storage, hub: ws::Hub, nats: async_nats::Client) -> Self {
+        Self {
+            jwt: Jwt::new(&config),
+            names: shared::nats::Names::new(&config.nats_prefix),
+            config: Arc::new(config),
+            pool,
+            storage,
+            hub,
+            nats,
+        }
     }
 }
 
@@ -43,6 +57,15 @@ pub fn router(state: AppState) -> Router {
         .route("/manage/api/v1/workspaces/current", get(users::current_workspace))
         .route("/media/api/v1/files/{workspace_id}/files", get(files::list))
         .route("/media/api/v1/files/{workspace_id}/file/{file_id}/url", get(files::url))
+        .route("/manage/api/v1/devices/{workspace_id}/devices", get(devices::list))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/bound", get(devices::bound))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/type-counts", get(devices::type_counts))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/domain-stats", get(devices::domain_stats))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/hms", get(devices::hms))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", get(devices::hms_unread))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", get(devices::one))
+        .route("/manage/api/v1/devices/type-counts", get(devices::type_counts_all))
+        .route("/manage/api/v1/workspaces/{workspace_id}/devices/topologies", get(devices::topologies))
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = Router::new()
@@ -58,11 +81,14 @@ pub fn router(state: AppState) -> Router {
 pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
     let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
     let storage = Storage::new(&config)?;
-    let state = AppState::new(config.clone(), pool, storage, ws::Hub::new(shutdown.clone()));
+    let nats = shared::nats::connect(&config).await?;
+    let state = AppState::new(config.clone(), pool, storage, ws::Hub::new(shutdown.clone()), nats);
+    let push = tokio::spawn(push::run(state.clone(), shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
     axum::serve(listener, shared::http::finish(router(state)))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
+    push.await??;
     Ok(())
 }

@@ -129,7 +129,10 @@ mod tests {
 
     #[test]
     fn topics() {
-        assert_eq!(Topic::parse("sys/product/DOCK1/status"), Some(Topic { sn: "DOCK1".into(), kind: TopicKind::Status }));
+        assert_eq!(
+            Topic::parse("sys/product/DOCK1/status"),
+            Some(Topic { sn: "DOCK1".into(), kind: TopicKind::Status })
+        );
         assert_eq!(Topic::parse("thing/product/X/property/set_reply").unwrap().kind, TopicKind::PropertySetReply);
         assert_eq!(Topic::parse("thing/product/X/drc/up").unwrap().kind, TopicKind::Other("drc/up".into()));
         assert_eq!(Topic::parse("other/thing"), None);
@@ -138,7 +141,9 @@ mod tests {
 
     #[test]
     fn lenient_envelope() {
-        let e = Envelope::parse(br#"{"tid":"t","bid":5,"timestamp":"17","method":"hms","need_reply":"1","data":{"a":1}}"#).unwrap();
+        let e =
+            Envelope::parse(br#"{"tid":"t","bid":5,"timestamp":"17","method":"hms","need_reply":"1","data":{"a":1}}"#)
+                .unwrap();
         assert_eq!((e.tid.as_str(), e.bid.as_str(), e.timestamp, e.need_reply), ("t", "", 17, true));
         assert_eq!(e.data["a"], 1);
         assert!(Envelope::parse(b"[1,2]").is_none());

@@ -70,7 +70,14 @@ impl TestApp {
             r.stop().await.expect("clean shutdown");
         }
         self.pool.close().await;
-        let _ = self.js.delete_stream(self.names.es_stream()).await;
+        for stream in [
+            self.names.es_stream(),
+            self.names.device_in_stream(),
+            self.names.device_out_stream(),
+            self.names.telemetry_stream(),
+        ] {
+            let _ = self.js.delete_stream(stream).await;
+        }
         if let Ok(admin) = shared::db::connect("postgres://postgres@127.0.0.1:5432/postgres", 1).await {
             let db = self.config.nats_prefix.clone();
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).execute(&admin).await;

@@ -1,6 +1,7 @@
 //! Aggregates of the Hangar domain. Each module holds one aggregate's commands, events, `Aggregate`
 //! impl and its given/when/then tests. Wire shapes of the DJI protocol live with the APIs, not here.
 
+pub mod device;
 pub mod file_group;
 pub mod media;
 pub mod user;

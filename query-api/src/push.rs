@@ -1,0 +1,231 @@
+//! What the WebSocket pushes, and from where:
+//! - telemetry, live from the TELEMETRY subjects: `dock_osd` (docks), `device_osd` (aircraft),
+//!   `gateway_osd` (remote controllers), each to the workspace the device is bound to;
+//! - device facts, live from the ES subjects of `device` events: `device_online` (and on binding),
+//!   `device_offline` (and on unbinding), `device_hms`.
+//!
+//! These are core NATS subscriptions: a push missed while query-api restarts is not replayed (the
+//! clients re-read the API on reconnect); what was recorded is never lost, only not re-pushed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::{json, Map, Value};
+use shared::domain::device::DeviceEvent;
+use shared::es::StoredEvent;
+use shared::protocol::{Topic, TopicKind, H_MQTT_TOPIC};
+use shared::Shutdown;
+use tokio::sync::RwLock;
+
+use crate::devices::{hms_dto, topology, DeviceRow};
+use crate::ws::Audience;
+use crate::AppState;
+
+/// Where each device's messages go: serial number → (workspace, domain).
+#[derive(Clone, Default)]
+struct Directory(Arc<RwLock<HashMap<String, (String, i32)>>>);
+
+impl Directory {
+    async fn refresh(&self, s: &AppState, since: Option<DateTime<Utc>>) -> sqlx::Result<()> {
+        let rows: Vec<(String, String, i32)> = sqlx::query_as(
+            "SELECT device_sn, workspace_id, domain FROM rm_devices WHERE $1::timestamptz IS NULL OR update_time >= $1",
+        )
+        .bind(since)
+        .fetch_all(&s.pool)
+        .await?;
+        let mut map = self.0.write().await;
+        for (sn, ws, domain) in rows {
+            map.insert(sn, (ws, domain));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, sn: &str) -> Option<(String, i32)> {
+        self.0.read().await.get(sn).cloned().filter(|(ws, _)| !ws.is_empty())
+    }
+}
+
+pub async fn run(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
+    let dir = Directory::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(keep_directory(s.clone(), dir.clone(), shutdown.clone()));
+    tasks.spawn(telemetry(s.clone(), dir.clone(), shutdown.clone()));
+    tasks.spawn(device_events(s, dir, shutdown));
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+async fn keep_directory(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut last: Option<DateTime<Utc>> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        // overlap a second: rows committed late with an earlier update_time are still picked up
+        let now = Utc::now();
+        match dir.refresh(&s, last.map(|t| t - chrono::Duration::seconds(1))).await {
+            Ok(()) => last = Some(now),
+            Err(e) => tracing::warn!(error = %e, "device directory not refreshed"),
+        }
+    }
+    Ok(())
+}
+
+/// Moves every top-level `"<type>-<sub_type>-<position>"` object of an aircraft OSD into a list
+/// under `payload` (what DJI's web client reads).
+fn collect_payloads(mut host: Map<String, Value>) -> Map<String, Value> {
+    let keys: Vec<String> = host
+        .iter()
+        .filter(|(k, v)| v.is_object() && k.split('-').count() == 3 && k.split('-').all(|p| p.parse::<u32>().is_ok()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if keys.is_empty() {
+        return host;
+    }
+    let mut list = Vec::new();
+    for k in keys {
+        if let Some(Value::Object(mut p)) = host.remove(&k) {
+            p.insert("payload_index".into(), Value::String(k));
+            list.push(Value::Object(p));
+        }
+    }
+    host.insert("payload".into(), Value::Array(list));
+    host
+}
+
+async fn telemetry(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut sub = s.nats.subscribe(s.names.telemetry_kind_filter("osd")).await?;
+    loop {
+        let m = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("telemetry subscription ended") },
+        };
+        let Some(t) = m.headers.as_ref().and_then(|h| h.get(H_MQTT_TOPIC)).and_then(|t| Topic::parse(t.as_str()))
+        else {
+            continue;
+        };
+        if t.kind != TopicKind::Osd {
+            continue;
+        }
+        let Some((workspace_id, domain)) = dir.get(&t.sn).await else { continue };
+        let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(&m.payload) else { continue };
+        let Some(Value::Object(data)) = msg.get("data").cloned() else { continue };
+        let (biz, audience, host) = match domain {
+            3 => ("dock_osd", Audience::Web, data),
+            2 => ("gateway_osd", Audience::Web, data),
+            _ => ("device_osd", Audience::All, collect_payloads(data)),
+        };
+        s.hub.publish(&workspace_id, audience, biz, json!({"sn": t.sn, "host": host}));
+        let lat = m.headers.as_ref().and_then(|h| h.get(shared::protocol::H_RECEIVED_AT));
+        if let Some(at) = lat.and_then(|v| DateTime::parse_from_rfc3339(v.as_str()).ok()) {
+            let age = (Utc::now() - at.with_timezone(&Utc)).to_std().unwrap_or_default();
+            shared::metrics::summary("hangar_ws_osd_delay_seconds", &[]).observe(age);
+        }
+    }
+}
+
+async fn device_row(s: &AppState, sn: &str) -> sqlx::Result<Option<DeviceRow>> {
+    sqlx::query_as(&format!("{} WHERE d.device_sn = $1", crate::devices::DEVICE_SELECT_PUB))
+        .bind(sn)
+        .fetch_optional(&s.pool)
+        .await
+}
+
+async fn device_events(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut sub = s.nats.subscribe(s.names.es_filter(Some(shared::domain::device::AGGREGATE_TYPE), None)).await?;
+    loop {
+        let m = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("device event subscription ended") },
+        };
+        let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
+        let Ok(event) = serde_json::from_value::<DeviceEvent>(e.payload.clone()) else { continue };
+        let sn = e.aggregate_id.as_str();
+        if let Err(err) = push_event(&s, &dir, sn, event).await {
+            tracing::warn!(sn, error = %err, "device event not pushed");
+        }
+    }
+}
+
+async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent) -> anyhow::Result<()> {
+    match event {
+        DeviceEvent::DeviceOnline { parent_sn, .. } => {
+            // the projection may not have written the row yet; give it a moment
+            let mut row = None;
+            for _ in 0..20 {
+                row = device_row(s, sn).await?.filter(|r| r.online);
+                if row.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let Some(r) = row else { return Ok(()) };
+            let ws = if r.workspace_id.is_empty() {
+                match &parent_sn {
+                    Some(p) => dir.get(p).await.map(|(w, _)| w).unwrap_or_default(),
+                    None => String::new(),
+                }
+            } else {
+                r.workspace_id.clone()
+            };
+            if !ws.is_empty() {
+                let mut t = topology(&r);
+                t["gateway_sn"] = json!(parent_sn.unwrap_or_else(|| r.device_sn.clone()));
+                s.hub.publish(&ws, Audience::All, "device_online", t);
+            }
+        }
+        DeviceEvent::DeviceBound { workspace_id, .. } => {
+            if let Some(r) = device_row(s, sn).await?.filter(|r| r.online) {
+                s.hub.publish(&workspace_id, Audience::All, "device_online", topology(&r));
+            }
+        }
+        DeviceEvent::DeviceOffline { .. } => {
+            if let Some((ws, _)) = dir.get(sn).await {
+                s.hub.publish(&ws, Audience::All, "device_offline", json!({"sn": sn, "online_status": false}));
+            }
+        }
+        DeviceEvent::DeviceUnbound { workspace_id } => {
+            s.hub.publish(&workspace_id, Audience::All, "device_offline", json!({"sn": sn, "online_status": false}));
+        }
+        DeviceEvent::HmsRaised { entries } => {
+            let ids: Vec<String> = entries.iter().map(|h| h.hms_id.clone()).collect();
+            let mut rows = Vec::new();
+            for _ in 0..20 {
+                rows = crate::devices::hms_rows(s, "h.hms_id = ANY($1)", &ids).await?;
+                if rows.len() == ids.len() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Some(ws) = rows.first().map(|r| r.workspace_id().to_string()).filter(|w| !w.is_empty()) {
+                let host: Vec<Value> = rows.iter().map(hms_dto).collect();
+                s.hub.publish(&ws, Audience::Web, "device_hms", json!({"sn": sn, "host": host}));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_indexes_are_collected() {
+        let host = json!({"latitude": 1, "39-0-7": {"gimbal_pitch": 2}, "52-0-0": {"zoom_factor": 3}, "1-2": {"x": 1}});
+        let Value::Object(h) = host else { unreachable!() };
+        let out = collect_payloads(h);
+        let list = out["payload"].as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.iter().any(|p| p["payload_index"] == "39-0-7" && p["gimbal_pitch"] == 2));
+        assert!(out.contains_key("1-2") && out.contains_key("latitude"));
+    }
+}
