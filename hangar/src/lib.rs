@@ -115,3 +115,27 @@ pub async fn start(config: Config, components: Components, shutdown: Shutdown) -
     }
     Ok(Running { addr, shutdown, tasks })
 }
+
+/// Loads HMS texts (DJI's hms.json: `{"<key>": {"en": "...", "zh": "..."}}`) into the dictionary
+/// the HMS endpoints read; returns how many keys were loaded. Existing texts are replaced.
+pub async fn hms_import(pool: &sqlx::PgPool, json: &str) -> anyhow::Result<usize> {
+    let map: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(json).context("the HMS file must be a JSON object of key -> {en, zh}")?;
+    let (mut keys, mut en, mut zh) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, v) in map {
+        let text = |lang: &str| v.get(lang).and_then(|t| t.as_str()).unwrap_or_default().to_string();
+        keys.push(k.to_ascii_lowercase());
+        en.push(text("en"));
+        zh.push(text("zh"));
+    }
+    sqlx::query(
+        "INSERT INTO hms_dictionary (hms_key, message_en, message_zh) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) \
+         ON CONFLICT (hms_key) DO UPDATE SET message_en = EXCLUDED.message_en, message_zh = EXCLUDED.message_zh",
+    )
+    .bind(&keys)
+    .bind(&en)
+    .bind(&zh)
+    .execute(pool)
+    .await?;
+    Ok(keys.len())
+}

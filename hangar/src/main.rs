@@ -48,6 +48,13 @@ enum Cmd {
         /// Projection name: workspaces, users, media_files, or all.
         projection: String,
     },
+    /// Load HMS texts from DJI's published hms.json (`{"<key>": {"en": "...", "zh": "..."}}`).
+    HmsImport {
+        #[command(flatten)]
+        config: Config,
+        /// Path of the JSON file.
+        file: std::path::PathBuf,
+    },
     /// Measure throughput, latency and projection lag against pgbench on this machine.
     Bench {
         #[command(flatten)]
@@ -95,6 +102,13 @@ async fn main() -> anyhow::Result<()> {
                 projectors::runner::rebuild(p.as_ref(), &pool, &js, &names).await?;
                 println!("{}: rebuilding from the start of the stream", p.name());
             }
+            Ok(())
+        }
+        Cmd::HmsImport { config, file } => {
+            let pool = shared::db::prepare(&config.database_url, 2).await?;
+            let text = std::fs::read_to_string(&file)?;
+            let n = hangar::hms_import(&pool, &text).await?;
+            println!("{n} HMS texts loaded");
             Ok(())
         }
         Cmd::Bench { config, args } => {

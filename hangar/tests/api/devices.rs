@@ -427,3 +427,49 @@ async fn the_dock_gets_its_config_and_storage_answers() {
     assert_eq!(wrong["result"], 210230);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn pilot_remote_controller_topology_and_hms_texts() {
+    let app = app_with_bridge(60).await;
+    let token = app.pilot_token().await;
+    let p = prefix();
+    let (rc, drone) = (format!("{p}RC"), format!("{p}M30"));
+    let (client, mut rx) = device_client(&[format!("sys/product/{rc}/status_reply")]).await;
+    let tid = uuid::Uuid::new_v4().to_string();
+    let topo = json!({"tid": tid, "bid": tid, "timestamp": 1, "method": "update_topo",
+        "data": {"domain": 2, "type": 119, "sub_type": 0, "thing_version": "1.1.2",
+                 "sub_devices": [{"sn": drone, "domain": 0, "type": 67, "sub_type": 1, "index": "A", "thing_version": "1.1.2"}]}});
+    client.publish(format!("sys/product/{rc}/status"), QoS::AtLeastOnce, false, topo.to_string()).await.unwrap();
+    next_on(&mut rx, &format!("sys/product/{rc}/status_reply"), &tid).await;
+    // Pilot 2 binds its remote controller and aircraft after logging in
+    bind(&app, &token, &rc).await;
+    bind(&app, &token, &drone).await;
+    let path = format!("/manage/api/v1/workspaces/{WS}/devices/topologies");
+    app.wait_for("topology", || async { app.get(&path, &token).await.1["data"]["list"][0]["hosts"][0]["sn"] == drone.as_str() }).await;
+    let (_, r) = app.get(&path, &token).await;
+    let parent = &r["data"]["list"][0]["parents"][0];
+    assert_eq!(parent["sn"], rc.as_str());
+    assert_eq!(parent["model"], "DJI RC Plus");
+    assert_eq!(parent["device_model"], json!({"device_model_key": "2-119-0", "domain": 2, "type": 119, "sub_type": 0}));
+    assert_eq!(parent["icon_urls"]["normal_icon_url"], "resource://pilot/drawable/tsa_person_normal");
+    let host = &r["data"]["list"][0]["hosts"][0];
+    assert_eq!(host["model"], "Matrice 30T");
+    assert_eq!(host["online_status"], true);
+    assert_eq!(host["gateway_sn"], rc.as_str());
+
+    // an HMS alert of the aircraft, rendered from a loaded dictionary
+    let n = hangar::hms_import(&app.pool, r#"{"fpv_tip_0x16100083": {"en": "Compass %index error", "zh": "指南针%index异常"}}"#).await.unwrap();
+    assert_eq!(n, 1);
+    let hms = json!({"tid": "h1", "bid": "h1", "timestamp": 1, "method": "hms", "need_reply": 0, "gateway": rc,
+        "data": {"list": [{"level": 2, "module": 3, "in_the_sky": 0, "code": "0x16100083", "device_type": "0-67-1",
+                           "imminent": 0, "args": {"component_index": 0, "sensor_index": 1}}]}});
+    client.publish(format!("thing/product/{drone}/events"), QoS::AtLeastOnce, false, hms.to_string()).await.unwrap();
+    let unread = format!("/manage/api/v1/devices/{WS}/devices/hms/{drone}");
+    app.wait_for("hms", || async { app.get(&unread, &token).await.1["data"][0]["key"] == "fpv_tip_0x16100083" }).await;
+    let (_, r) = app.get(&unread, &token).await;
+    assert_eq!(r["data"][0]["message_en"], "Compass 2 error");
+    assert_eq!(r["data"][0]["message_zh"], "指南针2异常");
+    let (_, r) = app.get(&format!("/manage/api/v1/devices/{WS}/devices/hms?device_sn={drone}&message=compass&language=en"), &token).await;
+    assert_eq!(r["data"]["pagination"]["total"], 1, "{r}");
+    app.stop().await;
+}
