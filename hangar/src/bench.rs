@@ -28,9 +28,32 @@ pub struct BenchArgs {
     /// Concurrent clients at saturation (pgbench uses the same number).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Only one part: `media` (upload-callbacks against pgbench) or `devices` (OSD to the
+    /// WebSocket against the broker).
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
+pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
+
 pub struct Report {
+    pub media: Option<MediaReport>,
+    pub devices: Option<crate::bench_devices::DeviceReport>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(m) = &self.media {
+            writeln!(f, "{m}")?;
+        }
+        if let Some(d) = &self.devices {
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+pub struct MediaReport {
     pub pgbench_tps: f64,
     pub saturation_rps: f64,
     pub saturation_p50: Duration,
@@ -43,7 +66,7 @@ pub struct Report {
     pub errors: u64,
 }
 
-impl std::fmt::Display for Report {
+impl std::fmt::Display for MediaReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         writeln!(f, "baseline  pgbench single-row INSERT      {:>9.0} tx/s", self.pgbench_tps)?;
@@ -82,19 +105,39 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
     config.storage_dir = std::env::temp_dir().join(&tag);
     config.database_pool = 32;
 
+    config.mqtt_client_id = format!("{tag}-bridge");
+    config.mqtt_share_group = tag.clone();
     let shutdown = Shutdown::new();
-    let running = start(config.clone(), Components { api: true, projectors: true, bridge: false }, shutdown).await?;
+    let running = start(config.clone(), Components::ALL, shutdown).await?;
     let base_url = format!("http://{}", running.addr.context("no API address")?);
-    let result = measure(&config, &base_url, &args).await;
+    let result = async {
+        let media = match args.only.as_deref() {
+            None | Some("media") => Some(measure(&config, &base_url, &args).await?),
+            _ => None,
+        };
+        let devices = match args.only.as_deref() {
+            None | Some("devices") => {
+                let http = reqwest::Client::new();
+                let token = login(&http, &base_url, "adminPC", "adminPC", 1).await?;
+                let pool = shared::db::connect(&config.database_url, 8).await?;
+                let js = async_nats::jetstream::new(shared::nats::connect(&config).await?);
+                let names = shared::nats::Names::new(&config.nats_prefix);
+                Some(crate::bench_devices::run(&config, &base_url, &token, &pool, &js, &names, args.seconds).await?)
+            }
+            _ => None,
+        };
+        Ok(Report { media, devices })
+    }
+    .await;
     running.stop().await.ok();
     cleanup(&base, &tag).await;
     result
 }
 
-async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Result<Report> {
+async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Result<MediaReport> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
-    let token = login(&http, base).await?;
-    let ws = "e3dea0f5-37f2-4d79-ae58-490af3228069";
+    let token = login(&http, base, "pilot", "pilot123", 2).await?;
+    let ws = WORKSPACE;
     let url = format!("{base}/media/api/v1/workspaces/{ws}/upload-callback");
 
     eprintln!("bench: pgbench baseline ({} s, {} clients)…", args.seconds, args.concurrency);
@@ -156,7 +199,7 @@ async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Resul
     wait_projected(config, counter.load(Ordering::Relaxed) - errors.load(Ordering::Relaxed)).await?;
 
     let q = |s: &Summary, p| s.quantile(p).unwrap_or_default();
-    Ok(Report {
+    Ok(MediaReport {
         pgbench_tps,
         saturation_rps,
         saturation_p50: q(&sat, 0.5),
@@ -170,12 +213,18 @@ async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Resul
     })
 }
 
-async fn login(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+async fn login(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+    flag: i32,
+) -> anyhow::Result<String> {
     // the seed users are projected shortly after start-up
     for _ in 0..100 {
         let r: Value = http
             .post(format!("{base}/manage/api/v1/login"))
-            .json(&json!({"username": "pilot", "password": "pilot123", "flag": 2}))
+            .json(&json!({"username": username, "password": password, "flag": flag}))
             .send()
             .await?
             .json()
@@ -255,7 +304,10 @@ fn pgbench(config: &Config, args: &BenchArgs) -> anyhow::Result<f64> {
 async fn cleanup(base: &Config, tag: &str) {
     if let Ok(nats) = shared::nats::connect(base).await {
         let js = async_nats::jetstream::new(nats);
-        let _ = js.delete_stream(shared::nats::Names::new(tag).es_stream()).await;
+        let names = shared::nats::Names::new(tag);
+        for s in [names.es_stream(), names.device_in_stream(), names.device_out_stream(), names.telemetry_stream()] {
+            let _ = js.delete_stream(s).await;
+        }
     }
     if let Ok(pool) = shared::db::connect(&base.database_url, 1).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{tag}\" WITH (FORCE)")).execute(&pool).await;

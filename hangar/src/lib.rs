@@ -3,6 +3,7 @@
 //! operator and analyst commands: [`replay`], [`rebuild`](projectors::runner::rebuild) and [`bench`].
 
 pub mod bench;
+pub mod bench_devices;
 pub mod replay;
 
 use std::net::SocketAddr;

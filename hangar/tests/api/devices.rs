@@ -445,7 +445,10 @@ async fn pilot_remote_controller_topology_and_hms_texts() {
     bind(&app, &token, &rc).await;
     bind(&app, &token, &drone).await;
     let path = format!("/manage/api/v1/workspaces/{WS}/devices/topologies");
-    app.wait_for("topology", || async { app.get(&path, &token).await.1["data"]["list"][0]["hosts"][0]["sn"] == drone.as_str() }).await;
+    app.wait_for("topology", || async {
+        app.get(&path, &token).await.1["data"]["list"][0]["hosts"][0]["sn"] == drone.as_str()
+    })
+    .await;
     let (_, r) = app.get(&path, &token).await;
     let parent = &r["data"]["list"][0]["parents"][0];
     assert_eq!(parent["sn"], rc.as_str());
@@ -458,7 +461,12 @@ async fn pilot_remote_controller_topology_and_hms_texts() {
     assert_eq!(host["gateway_sn"], rc.as_str());
 
     // an HMS alert of the aircraft, rendered from a loaded dictionary
-    let n = hangar::hms_import(&app.pool, r#"{"fpv_tip_0x16100083": {"en": "Compass %index error", "zh": "指南针%index异常"}}"#).await.unwrap();
+    let n = hangar::hms_import(
+        &app.pool,
+        r#"{"fpv_tip_0x16100083": {"en": "Compass %index error", "zh": "指南针%index异常"}}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(n, 1);
     let hms = json!({"tid": "h1", "bid": "h1", "timestamp": 1, "method": "hms", "need_reply": 0, "gateway": rc,
         "data": {"list": [{"level": 2, "module": 3, "in_the_sky": 0, "code": "0x16100083", "device_type": "0-67-1",
@@ -469,7 +477,9 @@ async fn pilot_remote_controller_topology_and_hms_texts() {
     let (_, r) = app.get(&unread, &token).await;
     assert_eq!(r["data"][0]["message_en"], "Compass 2 error");
     assert_eq!(r["data"][0]["message_zh"], "指南针2异常");
-    let (_, r) = app.get(&format!("/manage/api/v1/devices/{WS}/devices/hms?device_sn={drone}&message=compass&language=en"), &token).await;
+    let (_, r) = app
+        .get(&format!("/manage/api/v1/devices/{WS}/devices/hms?device_sn={drone}&message=compass&language=en"), &token)
+        .await;
     assert_eq!(r["data"]["pagination"]["total"], 1, "{r}");
     app.stop().await;
 }
