@@ -124,7 +124,7 @@ async fn consume(s: &AppState, seen: &LastSeen, shutdown: &Shutdown, which: Inbo
 
 /// Handles one device message. `Err` means "try again" (infrastructure); anything the device got
 /// wrong is logged and answered, never an error.
-#[tracing::instrument(skip_all, fields(topic))]
+#[tracing::instrument(level = "debug", skip_all, fields(topic))]
 pub async fn handle(s: &AppState, seen: &LastSeen, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
     let Some(t) = Topic::parse(topic) else {
         tracing::warn!(topic, "message on an unknown topic kept raw");

@@ -75,7 +75,7 @@ pub struct UploadCallback {
 
 /// `POST …/upload-callback`: records the file; the same file reported again (Pilot 2 retries) is the
 /// same file. Answers the object key, as DJI's demo does.
-#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(workspace_id = %workspace_id))]
 pub async fn upload_callback(
     State(s): State<AppState>,
     Auth(claims): Auth,

@@ -103,7 +103,6 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
     config.nats_prefix = tag.clone();
     config.listen = "127.0.0.1:0".parse()?;
     config.storage_dir = std::env::temp_dir().join(&tag);
-    config.database_pool = 32;
 
     config.mqtt_client_id = format!("{tag}-bridge");
     config.mqtt_share_group = tag.clone();
