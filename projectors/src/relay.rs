@@ -69,6 +69,10 @@ async fn lead(
     leader: &std::sync::atomic::AtomicI64,
 ) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(&config.database_url).await.context("relay connection")?;
+    // The relay's only writes are outbox deletions. Losing one in a crash merely re-publishes a
+    // row that JetStream (or the stream check below) drops again, so they need not wait for a WAL
+    // flush; commands' own commits stay synchronous.
+    sqlx::query("SET synchronous_commit = off").execute(&mut conn).await?;
     // Wait for leadership.
     loop {
         let got: bool =
