@@ -156,3 +156,42 @@ async fn session(socket: WebSocket, hub: Hub, workspace_id: String, user_type: i
     }
     hub.unregister(&workspace_id, id);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_slow_session_never_holds_back_the_others() {
+        let hub = Hub::new(Shutdown::new());
+        let (_slow_id, _slow_rx) = hub.register("w", 1); // never read
+        let (_fast_id, mut fast_rx) = hub.register("w", 1);
+        let (_other_id, mut other_rx) = hub.register("v", 1);
+        for i in 0..SESSION_QUEUE * 3 {
+            hub.publish("w", Audience::All, "dock_osd", serde_json::json!({"n": i}));
+            // the reader keeps up; publish never waits for the stalled session
+            let m = fast_rx.try_recv().expect("delivered at once");
+            assert!(m.contains(&format!("\"n\":{i}")));
+        }
+        assert!(other_rx.try_recv().is_err(), "another workspace gets nothing");
+        assert!(metrics::counter("hangar_ws_dropped_total", &[]).load(Ordering::Relaxed) >= (SESSION_QUEUE * 2) as u64);
+    }
+
+    #[tokio::test]
+    async fn audiences_follow_user_type() {
+        let hub = Hub::new(Shutdown::new());
+        let (_, mut web) = hub.register("w", 1);
+        let (_, mut pilot) = hub.register("w", 2);
+        hub.publish("w", Audience::Web, "dock_osd", serde_json::json!({}));
+        hub.publish("w", Audience::Pilot, "device_osd", serde_json::json!({}));
+        assert!(web.try_recv().unwrap().contains("dock_osd"));
+        assert!(web.try_recv().is_err());
+        let v: serde_json::Value = serde_json::from_str(&pilot.try_recv().unwrap()).unwrap();
+        assert_eq!(
+            (v["biz_code"].as_str(), v["version"].as_str(), v["data"].clone()),
+            (Some("device_osd"), Some("1.0"), serde_json::json!({}))
+        );
+        assert!(v["timestamp"].as_i64().unwrap() > 0);
+        assert!(pilot.try_recv().is_err());
+    }
+}
