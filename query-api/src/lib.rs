@@ -6,7 +6,6 @@
 //! - [`devices`]: DeviceController, TopologyController and DeviceHmsController reads.
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
-//! - `/metrics` (Prometheus text) and `/healthz`, without a token.
 
 pub mod devices;
 pub mod files;
@@ -17,7 +16,6 @@ pub mod ws;
 use std::sync::Arc;
 
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use shared::auth::{require_token, workspace_guard, Jwt};
@@ -71,9 +69,7 @@ pub fn router(state: AppState) -> Router {
     let public = Router::new()
         // the WebSocket checks its `?x-auth-token=` itself, to answer the handshake properly
         .route("/api/v1/ws", get(ws::upgrade))
-        .route("/storage/api/v1/objects/{*key}", get(files::local_object))
-        .route("/metrics", get(|| async { shared::metrics::render() }))
-        .route("/healthz", get(|| async { "ok".into_response() }));
+        .route("/storage/api/v1/objects/{*key}", get(files::local_object));
     protected.merge(public).with_state(state)
 }
 

@@ -99,9 +99,12 @@ pub async fn cors(req: Request, next: Next) -> Response {
     res
 }
 
-/// The layers every Hangar HTTP surface shares: CORS outermost, DJI-enveloped 404 and 405.
+/// What every Hangar HTTP process serves and wraps itself in: `/metrics` (Prometheus text) and
+/// `/healthz` without a token, DJI-enveloped 404 and 405, CORS outermost.
 pub fn finish(router: axum::Router) -> axum::Router {
     router
+        .route("/metrics", axum::routing::get(|| async { crate::metrics::render() }))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn(cors))
