@@ -173,7 +173,8 @@ struct WsStats {
     latency: Summary,
 }
 
-async fn ws_client(base: &str, token: &str, probe_sn: String) -> anyhow::Result<Arc<WsStats>> {
+/// Counts OSD pushes for devices whose serial starts with `prefix`, and the probe's latency.
+async fn ws_client(base: &str, token: &str, prefix: String, probe_sn: String) -> anyhow::Result<Arc<WsStats>> {
     let url = format!("{}/api/v1/ws?x-auth-token={token}", base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     let stats =
@@ -182,7 +183,7 @@ async fn ws_client(base: &str, token: &str, probe_sn: String) -> anyhow::Result<
     tokio::spawn(async move {
         while let Some(Ok(m)) = ws.next().await {
             let Ok(text) = m.to_text() else { continue };
-            if !text.contains("_osd\"") {
+            if !text.contains("_osd\"") || !text.contains(&format!("\"sn\":\"{prefix}")) {
                 continue;
             }
             st.osd.fetch_add(1, Ordering::Relaxed);
@@ -221,10 +222,10 @@ pub async fn run(
 
     // 2. through Hangar at full speed
     eprintln!("bench: Hangar at full speed ({seconds} s)…");
-    let ws = ws_client(base, token, "no-probe".into()).await?;
+    let prefix = format!("{tag}S");
+    let ws = ws_client(base, token, prefix.clone(), "no-probe".into()).await?;
     let stream = js.get_stream(names.telemetry_stream()).await?;
     let stored = Arc::new(AtomicU64::new(0));
-    let prefix = format!("{tag}S");
     let fleet = Fleet::start(fleet_config(&prefix, 500, 20.0)).await?;
     bind_all(pool, &prefix, 1000).await?;
     let counting = {
@@ -250,7 +251,7 @@ pub async fn run(
     eprintln!("bench: 1,000 docks and 1,000 aircraft at 1 Hz ({seconds} s)…");
     let prefix = format!("{tag}K");
     let probe = format!("{prefix}PROBE");
-    let ws = ws_client(base, token, probe.clone()).await?;
+    let ws = ws_client(base, token, prefix.clone(), probe.clone()).await?;
     let fleet = Fleet::start(fleet_config(&prefix, 1000, 1.0)).await?;
     let (pc, mut pel) = mqtt(&format!("bench-probe-{}", uuid::Uuid::new_v4().simple()));
     let acked = Arc::new(AtomicU64::new(0));
