@@ -147,10 +147,14 @@ async fn device_events(s: AppState, dir: Directory, shutdown: Shutdown) -> anyho
         };
         let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
         let Ok(event) = serde_json::from_value::<DeviceEvent>(e.payload.clone()) else { continue };
-        let sn = e.aggregate_id.as_str();
-        if let Err(err) = push_event(&s, &dir, sn, event).await {
-            tracing::warn!(sn, error = %err, "device event not pushed");
-        }
+        // pushes that wait for the projection run on their own, so that a thousand docks coming
+        // online at once do not queue up behind each other (or overflow the subscription)
+        let (s, dir, sn) = (s.clone(), dir.clone(), e.aggregate_id.clone());
+        tokio::spawn(async move {
+            if let Err(err) = push_event(&s, &dir, &sn, event).await {
+                tracing::warn!(sn, error = %err, "device event not pushed");
+            }
+        });
     }
 }
 

@@ -323,7 +323,23 @@ async fn bind_update_property_set_and_unbind() {
     let dock = f.docks()[0].dock_sn.clone();
     let (_, r) = app.post("/manage/api/v1/devices/NO-SUCH-SN/binding", &token, json!({"workspace_id": WS})).await;
     assert_eq!(r["code"], -1);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr)).await.unwrap();
     bind(&app, &token, &dock).await;
+    // binding tells the workspace's clients the dock is there
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut online = None;
+    while online.is_none() && Instant::now() < deadline {
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(1), ws.next()).await {
+            let v: Value = serde_json::from_str(m.to_text().unwrap_or("null")).unwrap_or(Value::Null);
+            if v["biz_code"] == "device_online" && v["data"]["sn"] == dock.as_str() {
+                online = Some(v);
+            }
+        }
+    }
+    let online = online.expect("device_online pushed on binding");
+    assert_eq!(online["data"]["online_status"], true);
+    assert_eq!(online["data"]["device_model"]["device_model_key"], "3-2-0");
 
     let (_, r) =
         app.put(&format!("/manage/api/v1/devices/{WS}/devices/{dock}"), &token, json!({"nickname": "North"})).await;
