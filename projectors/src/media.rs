@@ -20,46 +20,64 @@ impl crate::Projection for MediaFiles {
         &["rm_media_files", "rm_media_groups"]
     }
 
+    /// Uploaded files are independent rows: all of a batch's go in with one statement. Group reports
+    /// update shared counters and keep their order.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[&StoredEvent]) -> anyhow::Result<()> {
+        let mut files = Vec::new();
+        for e in events {
+            if e.aggregate_type == media::AGGREGATE_TYPE {
+                match serde_json::from_value::<MediaEvent>(e.payload.clone())? {
+                    MediaEvent::MediaFileUploaded(u) => files.push((u, e.recorded_at, e.global_position)),
+                }
+            } else {
+                self.apply(tx, e).await?;
+            }
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        macro_rules! col {
+            ($f:expr) => {
+                files.iter().map($f).collect::<Vec<_>>()
+            };
+        }
+        sqlx::query(
+            "INSERT INTO rm_media_files (file_id, workspace_id, file_name, file_path, object_key, fingerprint, \
+               tinny_fingerprint, sub_file_type, is_original, drone, drone_model_key, payload_model_key, job_id, \
+               metadata, username, create_time, position) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+               $8::int[], $9::bool[], $10::text[], $11::text[], $12::text[], $13::text[], $14::jsonb[], $15::text[], \
+               $16::timestamptz[], $17::bigint[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(col!(|f| f.0.file_id.clone()))
+        .bind(col!(|f| f.0.workspace_id.clone()))
+        .bind(col!(|f| f.0.name.clone()))
+        .bind(col!(|f| f.0.path.clone()))
+        .bind(col!(|f| f.0.object_key.clone()))
+        .bind(col!(|f| f.0.fingerprint.clone()))
+        .bind(col!(|f| f.0.tinny_fingerprint.clone()))
+        .bind(col!(|f| f.0.sub_file_type))
+        .bind(col!(|f| f.0.is_original))
+        .bind(col!(|f| f.0.drone_sn.clone()))
+        .bind(col!(|f| f.0.drone_model_key.clone()))
+        .bind(col!(|f| f.0.payload_model_key.clone()))
+        .bind(col!(|f| f.0.file_group_id.clone()))
+        .bind(col!(|f| f.0.metadata.clone()))
+        .bind(col!(|f| f.0.username.clone()))
+        .bind(col!(|f| f.1))
+        .bind(col!(|f| f.2))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
     async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
         if e.aggregate_type == media::AGGREGATE_TYPE {
-            match serde_json::from_value::<MediaEvent>(e.payload.clone())? {
-                MediaEvent::MediaFileUploaded(u) => {
-                    sqlx::query(
-                        "INSERT INTO rm_media_files (file_id, workspace_id, file_name, file_path, object_key, fingerprint, \
-                           tinny_fingerprint, sub_file_type, is_original, drone, drone_model_key, payload_model_key, job_id, \
-                           metadata, username, create_time, position) \
-                         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&u.file_id)
-                    .bind(&u.workspace_id)
-                    .bind(&u.name)
-                    .bind(&u.path)
-                    .bind(&u.object_key)
-                    .bind(&u.fingerprint)
-                    .bind(&u.tinny_fingerprint)
-                    .bind(u.sub_file_type)
-                    .bind(u.is_original)
-                    .bind(&u.drone_sn)
-                    .bind(&u.drone_model_key)
-                    .bind(&u.payload_model_key)
-                    .bind(&u.file_group_id)
-                    .bind(&u.metadata)
-                    .bind(&u.username)
-                    .bind(e.recorded_at)
-                    .bind(e.global_position)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        } else {
-            match serde_json::from_value::<FileGroupEvent>(e.payload.clone())? {
-                FileGroupEvent::GroupUploadReported {
-                    workspace_id,
-                    file_group_id,
-                    file_count,
-                    file_uploaded_count,
-                } => {
-                    sqlx::query(
+            return self.apply_batch(tx, &[e]).await;
+        }
+        match serde_json::from_value::<FileGroupEvent>(e.payload.clone())? {
+            FileGroupEvent::GroupUploadReported { workspace_id, file_group_id, file_count, file_uploaded_count } => {
+                sqlx::query(
                         "INSERT INTO rm_media_groups (workspace_id, file_group_id, file_count, file_uploaded_count, reports, update_time) \
                          VALUES ($1, $2, $3, $4, 1, $5) \
                          ON CONFLICT (workspace_id, file_group_id) DO UPDATE SET file_count = EXCLUDED.file_count, \
@@ -73,7 +91,6 @@ impl crate::Projection for MediaFiles {
                     .bind(e.recorded_at)
                     .execute(&mut *tx)
                     .await?;
-                }
             }
         }
         Ok(())

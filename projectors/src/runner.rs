@@ -39,6 +39,16 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one event inside the batch transaction. Must be deterministic: only the event
     /// (including its recorded time and position) may decide what is written.
     async fn apply(&self, tx: &mut PgConnection, event: &StoredEvent) -> anyhow::Result<()>;
+    /// Applies a batch's events (already checked for order) inside the batch transaction. A
+    /// projection whose rows are independent can write them in one statement; by default, one by one.
+    async fn apply_batch(&self, tx: &mut PgConnection, events: &[&StoredEvent]) -> anyhow::Result<()> {
+        for e in events {
+            self.apply(tx, e).await.with_context(|| {
+                format!("{} applying {} {}#{}", self.name(), e.aggregate_type, e.aggregate_id, e.sequence)
+            })?;
+        }
+        Ok(())
+    }
 }
 
 const BATCH: usize = 500;
@@ -204,10 +214,7 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
             outcomes.push(Outcome::Ack);
         } else if e.sequence == last + 1 {
             if p.aggregate_types().contains(&e.aggregate_type.as_str()) {
-                p.apply(&mut tx, e).await.with_context(|| {
-                    format!("{name} applying {} {}#{}", e.aggregate_type, e.aggregate_id, e.sequence)
-                })?;
-                applied.push(e.recorded_at);
+                applied.push(e);
             }
             checkpoints.insert(key.clone(), e.sequence);
             changed.insert(key, e.sequence);
@@ -216,6 +223,7 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
             outcomes.push(Outcome::Later);
         }
     }
+    p.apply_batch(&mut tx, &applied).await?;
     if !changed.is_empty() {
         let (keys, seqs): (Vec<(String, String)>, Vec<i64>) = changed.into_iter().unzip();
         let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
@@ -236,8 +244,8 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
     // Only now, with the read model committed, tell JetStream.
     let now = Utc::now();
     let lag = metrics::summary("hangar_projection_lag_seconds", &[("projection", name)]);
-    for t in &applied {
-        lag.observe((now - *t).to_std().unwrap_or_default());
+    for e in &applied {
+        lag.observe((now - e.recorded_at).to_std().unwrap_or_default());
     }
     metrics::counter("hangar_projection_applied_total", &[("projection", name)])
         .fetch_add(applied.len() as u64, Ordering::Relaxed);
