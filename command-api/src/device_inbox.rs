@@ -286,26 +286,27 @@ pub fn hms_key(entry: &Value, from_dock: bool) -> String {
 
 async fn hms(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()> {
     let list = env.data.get("list").and_then(Value::as_array).cloned().unwrap_or_default();
-    let mut by_device: HashMap<String, Vec<HmsEntry>> = HashMap::new();
-    for (i, e) in list.iter().enumerate() {
-        // device_type "3-x-y" marks a dock alert; otherwise the aircraft of this gateway
-        let device_type = e.get("device_type").and_then(Value::as_str).unwrap_or_default();
-        let from_dock = device_type.starts_with("3-");
-        let entry = HmsEntry {
-            hms_id: shared::domain::derived_id(&["hms", sn, &env.tid, &env.bid, &i.to_string()]),
-            tid: env.tid.clone(),
-            bid: env.bid.clone(),
-            level: e.get("level").and_then(as_i64).unwrap_or(0),
-            module: e.get("module").and_then(as_i64).unwrap_or(3),
-            key: hms_key(e, from_dock),
-            raw: e.clone(),
-        };
-        by_device.entry(sn.to_string()).or_default().push(entry);
+    let entries: Vec<HmsEntry> = list
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            // device_type "3-x-y" marks a dock alert; otherwise one of the aircraft's
+            let from_dock = e.get("device_type").and_then(Value::as_str).unwrap_or_default().starts_with("3-");
+            HmsEntry {
+                hms_id: shared::domain::derived_id(&["hms", sn, &env.tid, &env.bid, &i.to_string()]),
+                tid: env.tid.clone(),
+                bid: env.bid.clone(),
+                level: e.get("level").and_then(as_i64).unwrap_or(0),
+                module: e.get("module").and_then(as_i64).unwrap_or(3),
+                key: hms_key(e, from_dock),
+                raw: e.clone(),
+            }
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
     }
-    for (device, entries) in by_device {
-        exec(s, &device, DeviceCommand::ReportHms { entries }).await?;
-    }
-    Ok(())
+    exec(s, sn, DeviceCommand::ReportHms { entries }).await
 }
 
 /// The `data` of a `requests_reply`.

@@ -73,18 +73,27 @@ pub const NO_SN: &str = "_";
 /// Parses a topic the broker delivered. Never fails: an unexpected topic is `Kind::Unknown`, with
 /// the serial number taken from the usual position when there is one.
 pub fn parse(topic: &str) -> DeviceTopic<'_> {
-    let parts: Vec<&str> = topic.split('/').collect();
-    let kind = match parts.as_slice() {
-        ["sys", "product", _, "status"] => Kind::Status,
-        ["thing", "product", _, "osd"] => Kind::Osd,
-        ["thing", "product", _, "state"] => Kind::State,
-        ["thing", "product", _, "events"] => Kind::Events,
-        ["thing", "product", _, "requests"] => Kind::Requests,
-        ["thing", "product", _, "services_reply"] => Kind::ServicesReply,
-        ["thing", "product", _, "property", "set_reply"] => Kind::PropertySetReply,
+    use shared::protocol::{Topic, TopicKind};
+    // what a topic means is the protocol's (shared with the device inbox); the bridge only adds
+    // which kinds it carries and where they go
+    // a device topic with an empty serial is still the same kind of message; carry it as such
+    let probe: std::borrow::Cow<str> = if topic.contains("/product//") {
+        topic.replacen("/product//", &format!("/product/{NO_SN}/"), 1).into()
+    } else {
+        topic.into()
+    };
+    let kind = match Topic::parse(&probe).map(|t| t.kind) {
+        Some(TopicKind::Status) => Kind::Status,
+        Some(TopicKind::Osd) => Kind::Osd,
+        Some(TopicKind::State) => Kind::State,
+        Some(TopicKind::Events) => Kind::Events,
+        Some(TopicKind::Requests) => Kind::Requests,
+        Some(TopicKind::ServicesReply) => Kind::ServicesReply,
+        Some(TopicKind::PropertySetReply) => Kind::PropertySetReply,
+        // down-topics (services, property/set) and anything new are carried raw
         _ => Kind::Unknown,
     };
-    let sn = match parts.as_slice() {
+    let sn = match topic.split('/').collect::<Vec<_>>().as_slice() {
         [_, "product", sn, _, ..] => sn,
         _ => NO_SN,
     };

@@ -16,8 +16,7 @@ use sqlx::FromRow;
 use crate::AppState;
 
 /// Columns of a device with its model name and workspace name.
-pub const DEVICE_SELECT_PUB: &str = DEVICE_SELECT;
-const DEVICE_SELECT: &str =
+pub const DEVICE_SELECT: &str =
     "SELECT d.device_sn, d.workspace_id, d.user_id, d.nickname, d.device_desc, d.domain, d.type, \
     d.sub_type, d.thing_version, d.firmware_version, d.parent_sn, d.child_sn, d.control_source, d.online, d.bound, \
     d.bound_time, d.login_time, dict.device_name AS model_name, w.workspace_name \

@@ -132,7 +132,7 @@ async fn telemetry(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::R
 }
 
 async fn device_row(s: &AppState, sn: &str) -> sqlx::Result<Option<DeviceRow>> {
-    sqlx::query_as(&format!("{} WHERE d.device_sn = $1", crate::devices::DEVICE_SELECT_PUB))
+    sqlx::query_as(&format!("{} WHERE d.device_sn = $1", crate::devices::DEVICE_SELECT))
         .bind(sn)
         .fetch_optional(&s.pool)
         .await

@@ -34,21 +34,22 @@ impl Topic {
     /// `sys/product/{sn}/status`, `thing/product/{sn}/{osd|state|events|requests|services|…}`.
     pub fn parse(topic: &str) -> Option<Self> {
         let parts: Vec<&str> = topic.split('/').collect();
-        let (sn, rest) = match parts.as_slice() {
-            ["sys", "product", sn, rest @ ..] | ["thing", "product", sn, rest @ ..] if !sn.is_empty() => (*sn, rest),
+        let (root, sn, rest) = match parts.as_slice() {
+            [root @ ("sys" | "thing"), "product", sn, rest @ ..] if !sn.is_empty() => (*root, *sn, rest),
             _ => return None,
         };
-        let kind = match rest {
-            ["status"] => TopicKind::Status,
-            ["osd"] => TopicKind::Osd,
-            ["state"] => TopicKind::State,
-            ["events"] => TopicKind::Events,
-            ["requests"] => TopicKind::Requests,
-            ["services"] => TopicKind::Services,
-            ["services_reply"] => TopicKind::ServicesReply,
-            ["property", "set"] => TopicKind::PropertySet,
-            ["property", "set_reply"] => TopicKind::PropertySetReply,
-            other => TopicKind::Other(other.join("/")),
+        // status lives under sys/, everything else under thing/
+        let kind = match (root, rest) {
+            ("sys", ["status"]) => TopicKind::Status,
+            ("thing", ["osd"]) => TopicKind::Osd,
+            ("thing", ["state"]) => TopicKind::State,
+            ("thing", ["events"]) => TopicKind::Events,
+            ("thing", ["requests"]) => TopicKind::Requests,
+            ("thing", ["services"]) => TopicKind::Services,
+            ("thing", ["services_reply"]) => TopicKind::ServicesReply,
+            ("thing", ["property", "set"]) => TopicKind::PropertySet,
+            ("thing", ["property", "set_reply"]) => TopicKind::PropertySetReply,
+            (_, other) => TopicKind::Other(format!("{root}/{}", other.join("/"))),
         };
         Some(Self { sn: sn.to_string(), kind })
     }
@@ -134,7 +135,8 @@ mod tests {
             Some(Topic { sn: "DOCK1".into(), kind: TopicKind::Status })
         );
         assert_eq!(Topic::parse("thing/product/X/property/set_reply").unwrap().kind, TopicKind::PropertySetReply);
-        assert_eq!(Topic::parse("thing/product/X/drc/up").unwrap().kind, TopicKind::Other("drc/up".into()));
+        assert_eq!(Topic::parse("thing/product/X/drc/up").unwrap().kind, TopicKind::Other("thing/drc/up".into()));
+        assert_eq!(Topic::parse("thing/product/X/status").unwrap().kind, TopicKind::Other("thing/status".into()));
         assert_eq!(Topic::parse("other/thing"), None);
         assert_eq!(Topic::parse("thing/product//osd"), None);
     }
