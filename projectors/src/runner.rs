@@ -183,13 +183,17 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
         return Err(Rebuilt(name).into());
     }
 
-    // Lock and read the checkpoints of every aggregate in the batch.
-    let (types, ids): (Vec<String>, Vec<String>) =
-        decoded.iter().flatten().map(|e| (e.aggregate_type.clone(), e.aggregate_id.clone())).unzip();
+    // Lock and read the checkpoints of every aggregate in the batch, in key order (no deadlock with
+    // another replica of this projector). One index probe per key whatever the table's statistics
+    // say: a freshly created or never analysed table must not turn this into a scan.
+    let keys: std::collections::BTreeSet<(&str, &str)> =
+        decoded.iter().flatten().map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str())).collect();
+    let (types, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
     let mut checkpoints: HashMap<(String, String), i64> = sqlx::query(
-        "SELECT c.aggregate_type, c.aggregate_id, c.last_sequence FROM projection_checkpoints c \
-         JOIN UNNEST($2::text[], $3::text[]) AS k(t, i) ON c.aggregate_type = k.t AND c.aggregate_id = k.i \
-         WHERE c.projection = $1 ORDER BY c.aggregate_type, c.aggregate_id FOR UPDATE OF c",
+        "SELECT k.t, k.i, c.last_sequence FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(t, i, n) \
+         CROSS JOIN LATERAL (SELECT last_sequence FROM projection_checkpoints \
+           WHERE projection = $1 AND aggregate_type = k.t AND aggregate_id = k.i FOR UPDATE) c \
+         ORDER BY k.n",
     )
     .bind(name)
     .bind(&types)
