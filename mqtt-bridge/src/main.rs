@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// A fast multi-threaded allocator: request handling allocates a lot, and glibc's malloc was a
+/// sixth of the CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "mqtt-bridge", version)]
 struct Args {
