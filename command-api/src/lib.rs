@@ -24,7 +24,7 @@ use axum::Router;
 use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::{device::Device, file_group::FileGroup, media::MediaFile, user::User};
-use shared::event_store::{cqrs, Cqrs};
+use shared::event_store::{cqrs, Appender, Cqrs};
 use shared::nats::Names;
 use shared::storage::Storage;
 use shared::{ApiError, Config};
@@ -46,12 +46,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, pool: PgPool, storage: Storage, js: async_nats::jetstream::Context) -> Self {
+        let appender = Appender::new(pool.clone());
         Self {
             jwt: Jwt::new(&config),
-            media: cqrs(&pool),
-            file_groups: cqrs(&pool),
-            users: cqrs(&pool),
-            devices: cqrs(&pool),
+            media: cqrs(&appender),
+            file_groups: cqrs(&appender),
+            users: cqrs(&appender),
+            devices: cqrs(&appender),
             names: Names::new(&config.nats_prefix),
             js,
             config: Arc::new(config),

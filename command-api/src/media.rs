@@ -9,7 +9,7 @@ use shared::auth::Auth;
 use shared::domain::file_group::{self, FileGroupCommand};
 use shared::domain::media::{self, MediaCommand, MediaUpload};
 use shared::error::{ok, ok_empty};
-use shared::event_store::{execute, metadata};
+use shared::event_store::{execute, execute_new, metadata};
 use shared::http::DjiJson;
 use shared::{ApiError, ApiResult};
 
@@ -106,7 +106,8 @@ pub async fn upload_callback(
         username: claims.username.clone(),
     };
     let id = upload.file_id.clone();
-    execute(&s.media, &id, MediaCommand::ReportUpload(upload), metadata(&claims.username, &workspace_id, "http"))
+    // A callback usually reports a file for the first time.
+    execute_new(&s.media, &id, MediaCommand::ReportUpload(upload), metadata(&claims.username, &workspace_id, "http"))
         .await
         .map_err(command_error)?;
     Ok(ok(body.object_key))

@@ -133,7 +133,7 @@ async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::R
         .bind(format!("{prefix}%"))
         .fetch_all(pool)
         .await?;
-    let devices = cqrs::<shared::domain::device::Device>(pool);
+    let devices = cqrs::<shared::domain::device::Device>(&shared::event_store::Appender::new(pool.clone()));
     let ws = super::bench::WORKSPACE;
     futures::stream::iter(sns)
         .for_each_concurrent(16, |sn| {

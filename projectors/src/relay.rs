@@ -7,6 +7,11 @@
 //! duplicate window, and rows older than half that window are first checked against the stream's
 //! last message for their subject, so a relay that was down for hours still publishes once.
 //!
+//! While there is work the relay drains the outbox batch after batch. When it finds the outbox
+//! empty it falls asleep and raises a flag that makes the next INSERT into the event store notify
+//! it, so an idle system's first event is published at once and a busy one pays for no
+//! notifications (each of which serialises commits).
+//!
 //! One relay is active across replicas: the leader holds a session-level advisory lock on its own
 //! connection, which Postgres releases when the process or connection dies.
 
@@ -22,16 +27,20 @@ use shared::es::{StoredEvent, H_SEQUENCE};
 use shared::metrics;
 use shared::nats::Names;
 use shared::{Config, Shutdown};
+use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
 
 /// Advisory lock key of the relay leader ("hangar.relay").
 const RELAY_LOCK: i64 = 0x6861_6e67_6172_0001;
 const BATCH: i64 = 1000;
+/// Channel on which the event store wakes a sleeping relay (migration `outbox_notify`).
+pub const CHANNEL: &str = "hangar_outbox";
 /// How long the relay waits after a batch smaller than BATCH before looking again: short enough
 /// for projection lag, long enough that a busy system is drained in batches rather than row by row.
 const POLL: Duration = Duration::from_millis(5);
-/// An idle relay backs off up to this interval between polls.
-const IDLE_POLL_MAX: Duration = Duration::from_millis(50);
+/// A sleeping relay is woken by the first new event; without a notification (one lost with a
+/// connection, or one raced by the relay falling asleep) it still looks after at most this long.
+const IDLE_POLL_MAX: Duration = Duration::from_millis(250);
 
 pub async fn run(
     config: Config,
@@ -69,10 +78,18 @@ async fn lead(
     leader: &std::sync::atomic::AtomicI64,
 ) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(&config.database_url).await.context("relay connection")?;
+    let mut wake = PgListener::connect(&config.database_url).await.context("relay listener")?;
+    wake.listen(CHANNEL).await.context("LISTEN")?;
     // The relay's only writes are outbox deletions. Losing one in a crash merely re-publishes a
     // row that JetStream (or the stream check below) drops again, so they need not wait for a WAL
     // flush; commands' own commits stay synchronous.
     sqlx::query("SET synchronous_commit = off").execute(&mut conn).await?;
+    // Every query here reads a few rows by key. The planner must not trade the index probes for a
+    // scan of the whole event store because the table was small (or not yet analysed) when the
+    // statement was first planned: a fresh database grows by thousands of events a second.
+    sqlx::query("SET enable_seqscan = off").execute(&mut conn).await?;
+    sqlx::query("SET enable_hashjoin = off").execute(&mut conn).await?;
+    sqlx::query("SET enable_mergejoin = off").execute(&mut conn).await?;
     // Wait for leadership.
     loop {
         let got: bool =
@@ -90,24 +107,45 @@ async fn lead(
     let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
     let recheck_after = chrono::Duration::seconds((config.dedup_window_secs / 2) as i64);
 
+    // Awake: commands need not notify. (A former leader may have died asleep.)
+    let mut sleeping = false;
+    sqlx::query("SELECT setval('relay_sleeping', 0)").execute(&mut conn).await?;
     let mut idle = POLL;
     while !shutdown.is_cancelled() {
+        // Notifications that arrived while the last batch was published are all answered by the
+        // query below.
+        while wake.next_buffered().is_some() {}
+        // The oldest outbox rows, then each one's event by its position: an index probe per row
+        // whatever the planner believes about the tables' sizes (a join it may plan as a scan of
+        // the whole event store).
         let rows = sqlx::query(
             "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.event_type, e.event_version, e.payload, \
                     e.metadata, e.global_position, e.recorded_at \
-             FROM event_outbox o JOIN events e ON e.global_position = o.global_position \
-             ORDER BY o.global_position LIMIT $1",
+             FROM (SELECT global_position FROM event_outbox ORDER BY global_position LIMIT $1) o \
+             CROSS JOIN LATERAL (SELECT * FROM events WHERE global_position = o.global_position) e \
+             ORDER BY o.global_position",
         )
         .bind(BATCH)
         .fetch_all(&mut conn)
         .await?;
         if rows.is_empty() {
+            if !sleeping {
+                // Ask the next command to wake us, then look once more: an event committed just
+                // before the flag was seen is found now rather than at the next poll.
+                sqlx::query("SELECT setval('relay_sleeping', 1)").execute(&mut conn).await?;
+                sleeping = true;
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(idle) => {}
+                n = wake.recv() => { n.context("relay listener")?; idle = POLL; }
+                _ = tokio::time::sleep(idle) => { idle = (idle * 2).min(IDLE_POLL_MAX); }
             }
-            idle = (idle * 2).min(IDLE_POLL_MAX);
             continue;
+        }
+        if sleeping {
+            sqlx::query("SELECT setval('relay_sleeping', 0)").execute(&mut conn).await?;
+            sleeping = false;
         }
         idle = POLL;
         let full = rows.len() as i64 == BATCH;

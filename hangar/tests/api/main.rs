@@ -5,6 +5,7 @@
 mod auth;
 mod devices;
 mod durability;
+mod event_store;
 mod helpers;
 mod media;
 mod replay;
