@@ -63,6 +63,10 @@ pub struct MediaReport {
     pub half_p99: Duration,
     pub lag_p50: Duration,
     pub lag_p99: Duration,
+    /// pgbench's own single-row INSERT latency at the half-load rate: what the disk and the
+    /// machine allow any committed write here.
+    pub pgbench_half_p50: Duration,
+    pub pgbench_half_p99: Duration,
     pub errors: u64,
 }
 
@@ -84,6 +88,12 @@ impl std::fmt::Display for MediaReport {
             self.half_rps,
             ms(self.half_p50),
             ms(self.half_p99)
+        )?;
+        writeln!(
+            f,
+            "baseline  pgbench INSERT at the same rate                                  p50 {:.1} ms  p99 {:.1} ms",
+            ms(self.pgbench_half_p50),
+            ms(self.pgbench_half_p99)
         )?;
         writeln!(
             f,
@@ -197,8 +207,13 @@ async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Resul
     }
     wait_projected(config, counter.load(Ordering::Relaxed) - errors.load(Ordering::Relaxed)).await?;
 
+    eprintln!("bench: pgbench at the same rate ({half_rps:.0} tx/s for {} s)…", args.seconds);
+    let (pgbench_half_p50, pgbench_half_p99) = pgbench_latency(config, args, half_rps)?;
+
     let q = |s: &Summary, p| s.quantile(p).unwrap_or_default();
     Ok(MediaReport {
+        pgbench_half_p50,
+        pgbench_half_p99,
         pgbench_tps,
         saturation_rps,
         saturation_p50: q(&sat, 0.5),
@@ -269,11 +284,14 @@ async fn wait_projected(config: &Config, expected: u64) -> anyhow::Result<()> {
     }
 }
 
-/// PostgreSQL's own rate for a single-row INSERT of a small JSON document, with as many clients.
-fn pgbench(config: &Config, args: &BenchArgs) -> anyhow::Result<f64> {
+const PGBENCH_SCRIPT: &str = "INSERT INTO bench_insert (payload) VALUES ('{\"fingerprint\": \"x\", \"n\": 1}');\n";
+
+/// Runs pgbench with `extra` arguments on a single-row INSERT of a small JSON document into a
+/// table of its own, and returns its standard output.
+fn run_pgbench(config: &Config, extra: &[String]) -> anyhow::Result<String> {
     let opts: PgConnectOptions = config.database_url.parse()?;
     let script = std::env::temp_dir().join(format!("hangar-pgbench-{}.sql", std::process::id()));
-    std::fs::write(&script, "INSERT INTO bench_insert (payload) VALUES ('{\"fingerprint\": \"x\", \"n\": 1}');\n")?;
+    std::fs::write(&script, PGBENCH_SCRIPT)?;
     let psql = |sql: &str| {
         Command::new("psql")
             .args(["-q", "-h", opts.get_host(), "-p", &opts.get_port().to_string(), "-U", opts.get_username()])
@@ -284,7 +302,7 @@ fn pgbench(config: &Config, args: &BenchArgs) -> anyhow::Result<f64> {
         .context("running psql")?;
     let out = Command::new("pgbench")
         .args(["-n", "-h", opts.get_host(), "-p", &opts.get_port().to_string(), "-U", opts.get_username()])
-        .args(["-c", &args.concurrency.to_string(), "-j", "2", "-T", &args.seconds.to_string()])
+        .args(extra)
         .arg("-f")
         .arg(&script)
         .arg(opts.get_database().unwrap_or("postgres"))
@@ -292,12 +310,61 @@ fn pgbench(config: &Config, args: &BenchArgs) -> anyhow::Result<f64> {
         .context("running pgbench (Debian package postgresql-contrib or postgresql-client)")?;
     let _ = psql("DROP TABLE bench_insert");
     let _ = std::fs::remove_file(&script);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(out.status.success(), "pgbench failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    Ok(text)
+}
+
+/// PostgreSQL's own rate for a single-row INSERT of a small JSON document, with as many clients.
+fn pgbench(config: &Config, args: &BenchArgs) -> anyhow::Result<f64> {
+    let text = run_pgbench(
+        config,
+        &["-c".into(), args.concurrency.to_string(), "-j".into(), "2".into(), "-T".into(), args.seconds.to_string()],
+    )?;
     text.lines()
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .with_context(|| format!("pgbench printed no rate: {text}{}", String::from_utf8_lossy(&out.stderr)))
+        .with_context(|| format!("pgbench printed no rate: {text}"))
+}
+
+/// p50 and p99 of the same INSERT issued at `rate` per second (pgbench's per-transaction log).
+fn pgbench_latency(config: &Config, args: &BenchArgs, rate: f64) -> anyhow::Result<(Duration, Duration)> {
+    let dir = std::env::temp_dir().join(format!("hangar-pgbench-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let prefix = dir.join("tx");
+    let result = run_pgbench(
+        config,
+        &[
+            "-c".into(),
+            args.concurrency.min(8).to_string(),
+            "-j".into(),
+            "2".into(),
+            "-T".into(),
+            args.seconds.to_string(),
+            "-R".into(),
+            format!("{rate:.0}"),
+            "-l".into(),
+            format!("--log-prefix={}", prefix.display()),
+        ],
+    )
+    .and_then(|_| {
+        // one file per thread; the third column is the latency in microseconds
+        let mut micros = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            for line in std::fs::read_to_string(entry?.path())?.lines() {
+                if let Some(us) = line.split_whitespace().nth(2).and_then(|v| v.parse::<u64>().ok()) {
+                    micros.push(us);
+                }
+            }
+        }
+        anyhow::ensure!(!micros.is_empty(), "pgbench logged no transactions");
+        micros.sort_unstable();
+        let at = |q: f64| Duration::from_micros(micros[((micros.len() - 1) as f64 * q) as usize]);
+        Ok((at(0.5), at(0.99)))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 async fn cleanup(base: &Config, tag: &str) {

@@ -186,8 +186,15 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
     // Lock and read the checkpoints of every aggregate in the batch, in key order (no deadlock with
     // another replica of this projector). One index probe per key whatever the table's statistics
     // say: a freshly created or never analysed table must not turn this into a scan.
-    let keys: std::collections::BTreeSet<(&str, &str)> =
-        decoded.iter().flatten().map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str())).collect();
+    // Events of aggregate types this projection does not read (its consumer may see the whole
+    // stream) are acknowledged without a checkpoint: nothing here depends on them.
+    let relevant = |e: &StoredEvent| p.aggregate_types().contains(&e.aggregate_type.as_str());
+    let keys: std::collections::BTreeSet<(&str, &str)> = decoded
+        .iter()
+        .flatten()
+        .filter(|e| relevant(e))
+        .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+        .collect();
     let (types, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
     let mut checkpoints: HashMap<(String, String), i64> = sqlx::query(
         "SELECT k.t, k.i, c.last_sequence FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(t, i, n) \
@@ -212,14 +219,16 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
             outcomes.push(Outcome::Poison);
             continue;
         };
+        if !relevant(e) {
+            outcomes.push(Outcome::Ack);
+            continue;
+        }
         let key = (e.aggregate_type.clone(), e.aggregate_id.clone());
         let last = checkpoints.get(&key).copied().unwrap_or(0);
         if e.sequence <= last {
             outcomes.push(Outcome::Ack);
         } else if e.sequence == last + 1 {
-            if p.aggregate_types().contains(&e.aggregate_type.as_str()) {
-                applied.push(e);
-            }
+            applied.push(e);
             checkpoints.insert(key.clone(), e.sequence);
             changed.insert(key, e.sequence);
             outcomes.push(Outcome::Ack);
