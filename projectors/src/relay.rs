@@ -37,7 +37,10 @@ const BATCH: i64 = 1000;
 pub const CHANNEL: &str = "hangar_outbox";
 /// How long the relay waits after a batch smaller than BATCH before looking again: short enough
 /// for projection lag, long enough that a busy system is drained in batches rather than row by row.
-const POLL: Duration = Duration::from_millis(5);
+/// Each batch costs the relay two statements and each projection one transaction, so at 5 ms the
+/// pipeline behind the commands issued as many statements as the commands themselves; at 20 ms
+/// half-load latency p99 fell by about half for some 10 ms more projection lag.
+const POLL: Duration = Duration::from_millis(20);
 /// A sleeping relay is woken by the first new event; without a notification (one lost with a
 /// connection, or one raced by the relay falling asleep) it still looks after at most this long.
 const IDLE_POLL_MAX: Duration = Duration::from_millis(250);
