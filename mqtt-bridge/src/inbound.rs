@@ -12,7 +12,10 @@
 //! An MQTT ack belongs to the connection the publish came on. After a reconnect the broker
 //! redelivers every unacked publish, so acks still owed for the old connection are skipped (a
 //! connection generation, changed under the same lock the acker holds) and the redelivered copy
-//! is deduplicated by JetStream through `Nats-Msg-Id` = `<topic>/<tid>`.
+//! is deduplicated by JetStream through `Nats-Msg-Id` = `<topic>/<tid>`. A message without a
+//! `tid` (odd payloads, devices that leave it out) is identified by its content instead,
+//! `<topic>/sha256:<digest>`: the same bytes on the same topic within the duplicate window are
+//! one message.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +33,7 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt as _;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter, SubscribeReasonCode};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use shared::metrics;
 use shared::nats::Names;
 use shared::{Config, Shutdown};
@@ -171,7 +175,13 @@ pub(crate) fn translate(
     if let Some(a) = anomaly {
         base.insert(H_ANOMALY, a.as_str());
     }
-    let msg_id = tid.as_deref().map(|tid| header_value(&format!("{topic}/{tid}")));
+    let msg_id = Some(match tid.as_deref() {
+        Some(tid) => header_value(&format!("{topic}/{tid}")),
+        None => {
+            let digest = Sha256::digest(payload);
+            header_value(&format!("{topic}/sha256:{}", hex::encode(&digest[..16])))
+        }
+    });
 
     let messages = if payload.len() <= max_body {
         let mut headers = base;
@@ -555,18 +565,25 @@ mod tests {
             assert_eq!(t.messages[0].subject, "dev.in.D.osd");
             assert_eq!(t.messages[0].payload, body);
             assert_eq!(header(&t.messages[0], H_ANOMALY).as_deref(), Some(anomaly.as_str()));
-            assert_eq!(header(&t.messages[0], "Nats-Msg-Id"), None);
+            // no tid: identified by topic and content, so a redelivered copy is dropped by JetStream
+            let id = header(&t.messages[0], "Nats-Msg-Id").expect("a dedup id");
+            assert!(id.starts_with("thing/product/D/osd/sha256:"), "{id}");
+            let again = translate(&names, "thing/product/D/osd", &body, at(), 1 << 20);
+            assert_eq!(header(&again.messages[0], "Nats-Msg-Id").as_deref(), Some(id.as_str()));
+            let elsewhere = translate(&names, "thing/product/E/osd", &body, at(), 1 << 20);
+            assert_ne!(header(&elsewhere.messages[0], "Nats-Msg-Id").as_deref(), Some(id.as_str()));
         }
     }
 
     #[test]
-    fn tid_must_be_a_string_to_deduplicate() {
+    fn tid_must_be_a_string_to_deduplicate_by_it() {
         let names = Names::new("");
         let body = Bytes::from_static(br#"{"tid":42,"data":{}}"#);
         let t = translate(&names, "thing/product/D/state", &body, at(), 1 << 20);
         assert_eq!((t.anomaly, t.tid), (None, None));
         assert_eq!(t.messages[0].subject, "tm.D.state");
-        assert_eq!(header(&t.messages[0], "Nats-Msg-Id"), None);
+        let id = header(&t.messages[0], "Nats-Msg-Id").expect("a dedup id");
+        assert!(id.starts_with("thing/product/D/state/sha256:"), "by content, not by the number: {id}");
     }
 
     #[test]
