@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream::{consumer, AckKind};
+use async_nats::jetstream::{self, consumer, AckKind};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use shared::domain::device::{DeviceCommand, HmsEntry, Model};
@@ -96,6 +96,15 @@ async fn consume(s: &AppState, seen: &LastSeen, shutdown: &Shutdown, which: Inbo
         Inbox::Telemetry => Some(s.js.client().subscribe(s.names.telemetry_kind_filter("osd")).await?),
         Inbox::Device => None,
     };
+    // Messages of one device are handled in order, different devices at once: a fleet that
+    // reconnects together (a broker restart) is not answered one device after the other.
+    let mut lanes = Vec::with_capacity(LANES);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..LANES {
+        let (tx, rx) = tokio::sync::mpsc::channel::<jetstream::Message>(LANE_QUEUE);
+        lanes.push(tx);
+        workers.spawn(lane(s.clone(), seen.clone(), rx));
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -108,16 +117,45 @@ async fn consume(s: &AppState, seen: &LastSeen, shutdown: &Shutdown, which: Inbo
             m = messages.next() => {
                 let Some(m) = m else { anyhow::bail!("device inbox consumer ended") };
                 let m = m.map_err(|e| anyhow::anyhow!(e))?;
-                let topic = m.headers.as_ref().and_then(|h| h.get(H_MQTT_TOPIC)).map(|v| v.as_str().to_string()).unwrap_or_default();
-                match handle(s, seen, &topic, &m.payload).await {
-                    Ok(()) => m.ack().await.map_err(|e| anyhow::anyhow!(e))?,
-                    Err(e) => {
-                        // the database or JetStream is unavailable: try this message again soon
-                        tracing::warn!(topic, error = ?e, "device message not handled yet");
-                        m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await.map_err(|e| anyhow::anyhow!(e))?;
-                    }
-                }
+                let sn = m.subject.split('.').rev().nth(1).unwrap_or_default();
+                let lane = &lanes[(hash(sn) % LANES as u64) as usize];
+                lane.send(m).await.map_err(|_| anyhow::anyhow!("a device inbox lane stopped"))?;
             }
+            Some(done) = workers.join_next() => {
+                done?;
+                anyhow::bail!("a device inbox lane stopped");
+            }
+        }
+    }
+}
+
+/// Lanes of the device inbox, and how many messages may wait in each.
+const LANES: usize = 16;
+const LANE_QUEUE: usize = 64;
+
+fn hash(sn: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    sn.hash(&mut h);
+    h.finish()
+}
+
+/// Handles one lane's messages in order; acks each once handled, or hands it back for later.
+async fn lane(s: AppState, seen: LastSeen, mut rx: tokio::sync::mpsc::Receiver<jetstream::Message>) {
+    while let Some(m) = rx.recv().await {
+        let topic =
+            m.headers.as_ref().and_then(|h| h.get(H_MQTT_TOPIC)).map(|v| v.as_str().to_string()).unwrap_or_default();
+        let ack = match handle(&s, &seen, &topic, &m.payload).await {
+            Ok(()) => m.ack().await,
+            Err(e) => {
+                // the database or JetStream is unavailable: try this message again soon
+                tracing::warn!(topic, error = ?e, "device message not handled yet");
+                m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+            }
+        };
+        if let Err(e) = ack {
+            // JetStream redelivers it after the ack wait, as after a crash
+            tracing::warn!(topic, error = %e, "device message not acknowledged");
         }
     }
 }
