@@ -107,7 +107,16 @@ async fn consume(s: &AppState, seen: &LastSeen, shutdown: &Shutdown, which: Inbo
     }
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                // Let the lanes finish what they hold (each message is acked after its commands),
+                // within a bound; whatever is left is redelivered to the next process.
+                drop(lanes);
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while workers.join_next().await.is_some() {}
+                })
+                .await;
+                return Ok(());
+            }
             m = async { match osd.as_mut() { Some(sub) => sub.next().await, None => std::future::pending().await } } => {
                 let topic = m.as_ref().and_then(|m| m.headers.as_ref()).and_then(|h| h.get(H_MQTT_TOPIC));
                 if let Some(t) = topic.and_then(|t| Topic::parse(t.as_str())) {
