@@ -8,8 +8,14 @@
 //! - [`users`]: UserController writes (MQTT credentials).
 //! - [`media`]: MediaController (fast-upload, tiny-fingerprints, upload-callback, group-upload-callback).
 //! - [`storage`]: StorageController (STS credentials).
+//! - [`devices`]: DeviceController and DeviceHmsController writes (bind, unbind, update, property set).
+//! - [`control`]: the Dock controller (remote debugging, fly-to, takeoff, authority, payload).
+//! - [`device_service`]: the one path of every command to a device and its answer.
+//! - [`device_inbox`]: device messages that change domain state or need an answer.
 
+pub mod control;
 pub mod device_inbox;
+pub mod device_service;
 pub mod devices;
 pub mod login;
 pub mod media;
@@ -23,7 +29,10 @@ use axum::routing::{delete, post, put};
 use axum::Router;
 use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
+use shared::domain::device_command::DeviceCommand;
+use shared::domain::device_progress::DeviceProgress;
 use shared::domain::{device::Device, file_group::FileGroup, media::MediaFile, user::User};
+use shared::error::DjiCode;
 use shared::event_store::{cqrs, Appender, Cqrs};
 use shared::nats::Names;
 use shared::storage::Storage;
@@ -40,6 +49,10 @@ pub struct AppState {
     pub file_groups: Arc<Cqrs<FileGroup>>,
     pub users: Arc<Cqrs<User>>,
     pub devices: Arc<Cqrs<Device>>,
+    pub device_commands: Arc<Cqrs<DeviceCommand>>,
+    pub device_progress: Arc<Cqrs<DeviceProgress>>,
+    /// This process's id, recorded with the commands it sends and the replies it reads.
+    pub instance: String,
     pub js: async_nats::jetstream::Context,
     pub names: Names,
 }
@@ -53,6 +66,9 @@ impl AppState {
             file_groups: cqrs(&appender),
             users: cqrs(&appender),
             devices: cqrs(&appender),
+            device_commands: cqrs(&appender),
+            device_progress: cqrs(&appender),
+            instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
             config: Arc::new(config),
@@ -76,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", put(devices::update))
         .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property", put(devices::property_set))
         .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", put(devices::hms_read))
+        .merge(control::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = Router::new()
@@ -85,14 +102,24 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// How a failed command reads to the client.
-pub fn command_error<E: std::error::Error + Send + Sync + 'static>(e: AggregateError<E>) -> ApiError {
+pub fn command_error<E: DjiCode + Send + Sync + 'static>(e: AggregateError<E>) -> ApiError {
     match e {
-        AggregateError::UserError(e) => ApiError::failed(e.to_string()),
+        AggregateError::UserError(e) => ApiError::code(e.dji_code(), e.to_string()),
         AggregateError::AggregateConflict => {
             ApiError::failed("The resource is being changed by many requests at once; please retry.")
         }
         other => ApiError::Internal(anyhow::anyhow!("{other}").context("executing a command")),
     }
+}
+
+/// The background work of command-api (the device inbox and liveness), for [`run`] and for the
+/// all-in-one binary alike.
+pub fn spawn_tasks(
+    state: &AppState,
+    shutdown: &shared::Shutdown,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) {
+    tasks.spawn(device_inbox::run(state.clone(), shutdown.clone()));
 }
 
 /// Runs command-api alone on `config.listen` until `shutdown`.
@@ -105,9 +132,12 @@ pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<(
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "command-api listening");
     let state = AppState::new(config, pool, storage, js);
-    let inbox = tokio::spawn(device_inbox::run(state.clone(), shutdown.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_tasks(&state, &shutdown, &mut tasks);
     let app = shared::http::finish(router(state));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
-    inbox.await??;
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
     Ok(())
 }

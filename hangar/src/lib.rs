@@ -93,9 +93,9 @@ pub async fn start(config: Config, components: Components, shutdown: Shutdown) -
         let storage = Storage::new(&config)?;
         let hub = query_api::ws::Hub::new(shutdown.clone());
         let commands = command_api::AppState::new(config.clone(), pool.clone(), storage.clone(), js.clone());
-        tasks.spawn(command_api::device_inbox::run(commands.clone(), shutdown.clone()));
+        command_api::spawn_tasks(&commands, &shutdown, &mut tasks);
         let queries = query_api::AppState::new(config.clone(), pool.clone(), storage, hub, nats.clone());
-        tasks.spawn(query_api::push::run(queries.clone(), shutdown.clone()));
+        query_api::spawn_tasks(&queries, &shutdown, &mut tasks);
         let app = command_api::router(commands).merge(query_api::router(queries));
         let app = shared::http::finish(app);
         let listener = tokio::net::TcpListener::bind(config.listen)
