@@ -10,13 +10,18 @@ use super::{now_ms, tid, SimDock};
 /// One dock and its aircraft, moving through a flight cycle.
 pub(super) struct DockState {
     pub(super) ids: SimDock,
-    lat: f64,
-    lon: f64,
+    pub(super) lat: f64,
+    pub(super) lon: f64,
     phase: f64,
     /// `update_topo` is due (set on every connection).
     pub(super) announce: bool,
+    /// In remote-debug mode (`debug_mode_open` until `debug_mode_close`): OSD `mode_code` 2.
+    pub(super) debug_mode: bool,
+    /// Cover opened by `cover_open` while on the ground; closed again by `cover_close` or when a
+    /// flight ends (the dock closes it after landing).
+    pub(super) cover_open: bool,
     // what the last `advance` computed
-    flying: bool,
+    pub(super) flying: bool,
     progress: f64,
     battery: f64,
     temperature: f64,
@@ -40,6 +45,8 @@ impl DockState {
             lon: 113.93 + col * 0.0097,
             phase: rng.gen_range(0.0..CYCLE_SECS),
             announce: false,
+            debug_mode: false,
+            cover_open: false,
             flying: false,
             progress: 0.0,
             battery: 100.0,
@@ -51,7 +58,11 @@ impl DockState {
 
     pub(super) fn advance(&mut self, t: f64) {
         let in_cycle = (t + self.phase) % CYCLE_SECS;
+        let was_flying = self.flying;
         self.flying = in_cycle < FLIGHT_SECS;
+        if was_flying && !self.flying {
+            self.cover_open = false;
+        }
         self.progress = if self.flying { in_cycle / FLIGHT_SECS } else { 0.0 };
         self.battery =
             if self.flying { 100.0 - 60.0 * self.progress } else { (40.0 + (in_cycle - FLIGHT_SECS) / 4.0).min(100.0) };
@@ -75,6 +86,22 @@ impl DockState {
         })
     }
 
+    /// Dock `mode_code`: 2 remote debugging, 4 working (a flight), 0 idle.
+    fn dock_mode_code(&self) -> i64 {
+        if self.debug_mode {
+            2
+        } else if self.flying {
+            4
+        } else {
+            0
+        }
+    }
+
+    /// Dock `cover_state`: 1 open, 0 closed. Always open while the aircraft is out.
+    fn cover_state(&self) -> i64 {
+        i64::from(self.flying || self.cover_open)
+    }
+
     /// Height above the dock, metres: climb to 80 m, hold, descend.
     fn altitude(&self) -> f64 {
         let p = self.progress;
@@ -93,7 +120,7 @@ impl DockState {
         json!({
             "tid": tid(), "bid": tid(), "timestamp": now_ms(), "gateway": self.ids.dock_sn,
             "data": {
-                "mode_code": if self.flying { 4 } else { 0 },
+                "mode_code": self.dock_mode_code(),
                 "latitude": self.lat, "longitude": self.lon, "height": 42.5,
                 "environment_temperature": round1(self.temperature),
                 "temperature": round1(self.temperature + 4.0),
@@ -101,7 +128,7 @@ impl DockState {
                 "wind_speed": round1(self.wind),
                 "rainfall": 0,
                 "drone_in_dock": !self.flying,
-                "cover_state": if self.flying { 1 } else { 0 },
+                "cover_state": self.cover_state(),
                 "putter_state": 0,
                 "flighttask_step_code": if self.flying { 1 } else { 5 },
                 "drone_charge_state": {"state": if self.flying { 0 } else { 1 }, "capacity_percent": self.battery.round() as i64},
@@ -212,5 +239,28 @@ mod tests {
         assert_eq!((hms["method"].as_str(), hms["need_reply"].as_i64()), (Some("hms"), Some(1)));
         assert!(hms["data"]["list"][0]["args"].get("sensor_index").is_some());
         assert_ne!(d.dock_osd()["tid"], dock["tid"]);
+    }
+
+    #[test]
+    fn debug_mode_and_cover_show_in_dock_osd() {
+        let mut d = DockState::new(SimDock::new("X", 1), 0);
+        d.phase = 0.0;
+        d.advance(300.0);
+        assert!(!d.flying);
+        assert_eq!(
+            (d.dock_osd()["data"]["mode_code"].as_i64(), d.dock_osd()["data"]["cover_state"].as_i64()),
+            (Some(0), Some(0))
+        );
+        d.debug_mode = true;
+        d.cover_open = true;
+        assert_eq!(
+            (d.dock_osd()["data"]["mode_code"].as_i64(), d.dock_osd()["data"]["cover_state"].as_i64()),
+            (Some(2), Some(1))
+        );
+        // A flight that ends closes the cover behind the aircraft.
+        d.advance(600.0 + 30.0);
+        assert!(d.flying);
+        d.advance(600.0 + 300.0);
+        assert_eq!(d.dock_osd()["data"]["cover_state"], 0);
     }
 }
