@@ -18,7 +18,28 @@
 //! - `binding`: the `airport_bind_status` → `airport_organization_get` → `airport_organization_bind` flow.
 //!
 //! Tests script answers per method ([`FleetConfig::answers`], [`Fleet::set_answer`]) and read what
-//! each dock received ([`Fleet::received`]).
+//! each dock received ([`Fleet::received`]):
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use mqtt_bridge::sim::{Answer, Fleet, FleetConfig};
+//!
+//! let fleet = Fleet::start(FleetConfig {
+//!     sn_prefix: "T1A2B3C4".into(),
+//!     answers: [("cover_open".to_string(), Answer::error(514301))].into(),
+//!     ..Default::default()
+//! })
+//! .await?;
+//! fleet.ready(Duration::from_secs(10)).await?;
+//! fleet.set_answer("return_home", Answer::silent());
+//! fleet.set_answer("drone_open", Answer::delayed(Duration::from_secs(2)));
+//! // … the cloud side sends commands …
+//! let covers = fleet.received().iter().filter(|c| c.method == "cover_open").count();
+//! # let _ = covers;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -122,7 +143,9 @@ pub struct ReceivedCommand {
     pub dock_sn: String,
     /// The full MQTT topic.
     pub topic: String,
+    /// Empty when the command had none (or not a string).
     pub tid: String,
+    /// Empty when the command had none (or not a string).
     pub bid: String,
     /// The envelope's `method`; `"property/set"` for a property set (which carries none).
     pub method: String,

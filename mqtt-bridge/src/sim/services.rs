@@ -3,6 +3,8 @@
 //! `bid` (§8), authority changes on `state` (§7), and the OSD changes the command causes.
 //!
 //! Everything here is pure: [`plan`] says what to publish and when, the driver publishes it.
+//! A command's state change (debug mode, cover) takes effect when it arrives, even if its reply
+//! is scripted to come later: the OSD a test reads does not depend on the reply delay.
 
 use std::collections::HashMap;
 use std::time::Duration;
