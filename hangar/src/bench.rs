@@ -28,8 +28,9 @@ pub struct BenchArgs {
     /// Concurrent clients at saturation (pgbench uses the same number).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Only one part: `media` (upload-callbacks against pgbench) or `devices` (OSD to the
-    /// WebSocket against the broker).
+    /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to the
+    /// WebSocket against the broker) or `services` (commands to docks and their answers against
+    /// the broker's own request/reply).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -39,6 +40,7 @@ pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
 pub struct Report {
     pub media: Option<MediaReport>,
     pub devices: Option<crate::bench_devices::DeviceReport>,
+    pub services: Option<crate::bench_services::ServicesReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -47,7 +49,10 @@ impl std::fmt::Display for Report {
             writeln!(f, "{m}")?;
         }
         if let Some(d) = &self.devices {
-            write!(f, "{d}")?;
+            writeln!(f, "{d}")?;
+        }
+        if let Some(s) = &self.services {
+            write!(f, "{s}")?;
         }
         Ok(())
     }
@@ -135,7 +140,16 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices })
+        let services = match args.only.as_deref() {
+            None | Some("services") => {
+                let http = reqwest::Client::new();
+                let token = login(&http, &base_url, "adminPC", "adminPC", 1).await?;
+                let pool = shared::db::connect(&config.database_url, 8).await?;
+                Some(crate::bench_services::run(&config, &base_url, &token, &pool, args.seconds).await?)
+            }
+            _ => None,
+        };
+        Ok(Report { media, devices, services })
     }
     .await;
     running.stop().await.ok();

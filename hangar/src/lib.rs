@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_devices;
+pub mod bench_services;
 pub mod replay;
 
 use std::net::SocketAddr;

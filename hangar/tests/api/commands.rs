@@ -545,3 +545,112 @@ async fn malformed_status_and_event_messages_leave_the_dock_and_its_pushes_intac
     f.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_dock_simulator_binds_itself_answers_every_dock_endpoint_and_reports_progress() {
+    use mqtt_bridge::sim::{Answer as SimAnswer, Fleet, FleetConfig};
+    let mut c = test_config();
+    c.mqtt_client_id = format!("{}-bridge", c.nats_prefix);
+    c.mqtt_share_group = c.nats_prefix.clone();
+    c.device_reply_timeout_ms = 1500;
+    let app = TestApp::spawn_with(c, Components::ALL).await;
+    let token = app.admin_token().await;
+    // as `dock-sim` runs for a newcomer: the docks bind themselves with the workspace's code
+    let fleet = Fleet::start(FleetConfig {
+        docks: 1,
+        osd_hz: 2.0,
+        sn_prefix: prefix(),
+        hms_every: None,
+        binding_code: Some("qwe".into()),
+        progress_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    fleet.ready(Duration::from_secs(10)).await.unwrap();
+    let sn = fleet.docks()[0].dock_sn.clone();
+    app.wait_for("the simulated dock bound itself", || async {
+        let (_, r) = app.get(&format!("/manage/api/v1/devices/{WS}/devices/bound?domain=3"), &token).await;
+        r["data"]["list"].as_array().is_some_and(|l| l.iter().any(|d| d["device_sn"] == sn.as_str()))
+    })
+    .await;
+    assert_eq!(fleet.bound(), 1);
+    app.wait_for("online", || async {
+        sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
+            .bind(&sn)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+            == Some(true)
+    })
+    .await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr)).await.unwrap();
+
+    let base = format!("/control/api/v1/devices/{sn}");
+    let payload = "80-0-0";
+    let calls: Vec<(Method, String, Value, &str, Value)> = vec![
+        (Method::POST, format!("{base}/jobs/debug_mode_open"), json!({}), "debug_mode_open", json!("")),
+        (Method::POST, format!("{base}/jobs/cover_open"), json!({}), "cover_open", json!("")),
+        (
+            Method::POST,
+            format!("{base}/jobs/battery_maintenance_switch"),
+            json!({"action": 1}),
+            "battery_maintenance_switch",
+            json!({"action": 1}),
+        ),
+        (Method::PUT, format!("{base}/cover/close"), json!({}), "cover_close", json!("")),
+        (Method::POST, format!("{base}/authority/flight"), json!({}), "flight_authority_grab", json!("")),
+        (
+            Method::POST,
+            format!("{base}/authority/payload"),
+            json!({"payload_index": payload}),
+            "payload_authority_grab",
+            json!({"payload_index": payload}),
+        ),
+        (
+            Method::POST,
+            format!("{base}/payload/commands"),
+            json!({"cmd": "gimbal_reset", "data": {"payload_index": payload, "reset_mode": 0}}),
+            "gimbal_reset",
+            json!({"payload_index": payload, "reset_mode": 0}),
+        ),
+        (
+            Method::POST,
+            format!("{base}/payload/commands"),
+            json!({"cmd": "camera_mode_switch", "data": {"payload_index": payload, "camera_mode": 1}}),
+            "camera_mode_switch",
+            json!({"payload_index": payload, "camera_mode": 1}),
+        ),
+        (Method::DELETE, format!("{base}/jobs/fly-to-point"), json!({}), "fly_to_point_stop", json!("")),
+        (Method::POST, format!("{base}/jobs/debug_mode_close"), json!({}), "debug_mode_close", json!("")),
+    ];
+    for (method, path, body, mqtt_method, data) in calls {
+        let (_, r) = app.request(method, &path, Some(&token), Some(body)).await;
+        assert_eq!(r["code"], 0, "{path}: {r}");
+        let got = fleet.received().into_iter().rev().find(|c| c.method == mqtt_method).expect(mqtt_method);
+        assert_eq!((got.dock_sn.as_str(), &got.data), (sn.as_str(), &data), "{mqtt_method}");
+    }
+    // the simulator's progress for cover_open reached the web client, 50 % then 100 %
+    let mut percents = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while percents.len() < 2 && Instant::now() < deadline {
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            let v: Value = serde_json::from_str(m.to_text().unwrap_or("null")).unwrap_or(Value::Null);
+            if v["biz_code"] == "cover_open" {
+                percents.push(v["data"]["output"]["progress"]["percent"].clone());
+            }
+        }
+    }
+    assert_eq!(percents, [json!(50), json!(100)]);
+
+    // scripted device error and silence
+    fleet.set_answer("putter_open", SimAnswer::error(514180));
+    let r = job(&app, &token, &sn, "putter_open", json!({})).await;
+    assert_eq!(r["code"], 514180);
+    fleet.set_answer("charge_open", SimAnswer::silent());
+    let r = job(&app, &token, &sn, "charge_open", json!({})).await;
+    assert_eq!(r["code"], 211001);
+    fleet.stop().await;
+    app.stop().await;
+}
