@@ -547,6 +547,7 @@ async fn malformed_status_and_event_messages_leave_the_dock_and_its_pushes_intac
 }
 
 #[tokio::test]
+#[ignore = "its dock binds itself to every Hangar on the broker; scripts/test runs it alone after the other tests"]
 async fn the_dock_simulator_binds_itself_answers_every_dock_endpoint_and_reports_progress() {
     use mqtt_bridge::sim::{Answer as SimAnswer, Fleet, FleetConfig};
     let mut c = test_config();
