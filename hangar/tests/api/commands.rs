@@ -355,12 +355,11 @@ async fn commands_to_unknown_offline_or_foreign_devices_are_refused_and_not_sent
 
     // silent past the offline timeout: refused as offline
     app.wait_for("dock offline", || async {
-        sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
+        !sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
             .bind(&sn)
             .fetch_one(&app.pool)
             .await
             .unwrap()
-            == false
     })
     .await;
     let r = job(&app, &token, &sn, "cover_open", json!({})).await;
