@@ -4,8 +4,8 @@
 //! trip with the same simulated docks, measured in the same run.
 //!
 //! Phases:
-//! 1. baseline: a plain MQTT client sends `services` to the docks at the paced rate and waits for
-//!    each `services_reply`;
+//! 1. baseline: the broker's own request/reply round trip at the paced rate (one plain client asks,
+//!    another answers at once), so the overhead reported includes the simulated dock's own time;
 //! 2. Hangar at the same paced rate (p50/p99, and the overhead over the baseline), then at
 //!    saturation (commands per second);
 //! 3. 1,000 commands at once to docks that never answer: every one must be answered 211001 at its
@@ -21,7 +21,7 @@ use mqtt_bridge::sim::{Answer, Fleet, FleetConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use shared::Config;
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::oneshot;
 
 pub struct ServicesReport {
     pub rate: f64,
@@ -38,8 +38,8 @@ pub struct ServicesReport {
     pub silent_min: Duration,
     pub silent_max: Duration,
     pub timeout: Duration,
-    pub rss_before_mib: f64,
-    pub rss_after_mib: f64,
+    /// The process's resident memory before the silent commands and after each round of them.
+    pub rss_mib: Vec<f64>,
 }
 
 impl std::fmt::Display for ServicesReport {
@@ -54,14 +54,18 @@ impl std::fmt::Display for ServicesReport {
         )?;
         writeln!(
             f,
-            "hangar    HTTP command → dock → HTTP answer at {:.0}/s ({:.0} done/s)  p50 {:.1} ms  p99 {:.1} ms  \
-             p99 overhead {:.1} ms  errors {}",
+            "hangar    HTTP command → dock → HTTP answer at {:.0}/s ({:.0} done/s)  p50 {:.1} ms  p99 {:.1} ms  errors {}",
             self.rate,
             self.paced_rps,
             ms(self.paced_p50),
             ms(self.paced_p99),
-            ms(self.paced_p99.saturating_sub(self.broker_p99)),
             self.paced_errors
+        )?;
+        writeln!(
+            f,
+            "hangar    overhead over the broker's round trip             p50 {:+.1} ms  p99 {:+.1} ms",
+            ms(self.paced_p50) - ms(self.broker_p50),
+            ms(self.paced_p99) - ms(self.broker_p99)
         )?;
         writeln!(
             f,
@@ -69,17 +73,17 @@ impl std::fmt::Display for ServicesReport {
             self.saturation_rps,
             ms(self.saturation_p99)
         )?;
+        let rss: Vec<String> = self.rss_mib.iter().map(|m| format!("{m:.0}")).collect();
         write!(
             f,
-            "hangar    {} commands to silent docks: {} answered 211001 after {:.2}–{:.2} s (timeout {:.1} s); \
-             memory {:.0} → {:.0} MiB",
+            "hangar    {} commands to silent docks (2 rounds of {SILENT}): {} answered 211001 after {:.2}–{:.2} s \
+             (timeout {:.1} s); memory before and after each round {} MiB",
             self.silent,
             self.silent_timed_out,
             self.silent_min.as_secs_f64(),
             self.silent_max.as_secs_f64(),
             self.timeout.as_secs_f64(),
-            self.rss_before_mib,
-            self.rss_after_mib
+            rss.join(" → ")
         )
     }
 }
@@ -103,61 +107,78 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+type Waiting = Arc<std::sync::Mutex<HashMap<String, oneshot::Sender<()>>>>;
 
-/// The broker alone: a plain client sends `services` and waits for each reply by `tid`.
-async fn broker_round_trips(docks: &[String], seconds: u64) -> anyhow::Result<Vec<Duration>> {
-    let mut o = MqttOptions::new(format!("bench-rr-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", 1883);
+fn mqtt_client(name: &str) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut o = MqttOptions::new(format!("bench-{name}-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", 1883);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(1 << 20, 1 << 20);
     o.set_inflight(1000);
-    let (client, mut el) = AsyncClient::new(o, 10_000);
-    for d in docks {
-        client.subscribe(format!("thing/product/{d}/services_reply"), QoS::AtLeastOnce).await?;
-    }
-    let waiting: Waiting = Arc::default();
+    AsyncClient::new(o, 10_000)
+}
+
+/// Polls an event loop until the first SubAck, then hands each publish to `on_publish`.
+async fn poll_subscribed(
+    mut el: rumqttc::EventLoop,
+    on_publish: impl Fn(rumqttc::Publish) + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (subscribed_tx, subscribed_rx) = oneshot::channel();
-    let w = waiting.clone();
-    let poller = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut subscribed_tx = Some(subscribed_tx);
-        let mut acks = 0;
         while let Ok(event) = el.poll().await {
             match event {
                 Event::Incoming(Packet::SubAck(_)) => {
-                    acks += 1;
-                    if acks == DOCKS {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                }
-                Event::Incoming(Packet::Publish(p)) => {
-                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    if let Some(tx) = v["tid"].as_str().and_then(|t| w.try_lock().ok()?.remove(t)) {
+                    if let Some(tx) = subscribed_tx.take() {
                         let _ = tx.send(());
                     }
                 }
+                Event::Incoming(Packet::Publish(p)) => on_publish(p),
                 _ => {}
             }
         }
     });
-    tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("baseline subscriptions")??;
-    let samples = paced(seconds, |i| {
-        let (client, waiting, dock) = (client.clone(), waiting.clone(), docks[i % docks.len()].clone());
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.context("bench subscription")??;
+    Ok(task)
+}
+
+/// The broker's own request/reply round trip: one client sends a command-sized request (QoS 1, as
+/// Hangar's commands go), another answers at once, and the first waits for the answer by `tid`.
+async fn broker_round_trips(seconds: u64) -> anyhow::Result<Vec<Duration>> {
+    let root = format!("hangar-bench/{}", uuid::Uuid::new_v4().simple());
+    let (responder, responder_el) = mqtt_client("echo");
+    responder.subscribe(format!("{root}/request"), QoS::AtLeastOnce).await?;
+    let r = responder.clone();
+    let reply_topic = format!("{root}/reply");
+    let echo = poll_subscribed(responder_el, move |p| {
+        let _ = r.try_publish(reply_topic.clone(), QoS::AtLeastOnce, false, p.payload);
+    })
+    .await?;
+    let (client, el) = mqtt_client("rr");
+    client.subscribe(format!("{root}/reply"), QoS::AtLeastOnce).await?;
+    let waiting: Waiting = Arc::default();
+    let w = waiting.clone();
+    let poller = poll_subscribed(el, move |p| {
+        let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+        let tx = v["tid"].as_str().and_then(|t| w.lock().ok()?.remove(t));
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    })
+    .await?;
+    let samples = paced(seconds, |_| {
+        let (client, waiting, topic) = (client.clone(), waiting.clone(), format!("{root}/request"));
         async move {
             let tid = uuid::Uuid::new_v4().to_string();
             let (tx, rx) = oneshot::channel();
-            waiting.lock().await.insert(tid.clone(), tx);
+            waiting.lock().ok()?.insert(tid.clone(), tx);
             let body = json!({"tid": tid, "bid": tid, "timestamp": 0, "method": "supplement_light_open", "data": ""});
-            client
-                .publish(format!("thing/product/{dock}/services"), QoS::AtLeastOnce, false, body.to_string())
-                .await
-                .ok()?;
+            client.publish(topic, QoS::AtLeastOnce, false, body.to_string()).await.ok()?;
             tokio::time::timeout(Duration::from_secs(10), rx).await.ok()?.ok()
         }
     })
     .await;
     poller.abort();
+    echo.abort();
     Ok(samples.into_iter().filter_map(|(d, ok)| ok.then_some(d)).collect())
 }
 
@@ -225,11 +246,8 @@ pub async fn run(
     fleet.ready(Duration::from_secs(30)).await?;
     let docks: Vec<String> = fleet.docks().iter().map(|d| d.dock_sn.clone()).collect();
 
-    eprintln!("bench: broker request/reply at {RATE}/s ({seconds} s)…");
-    let mut broker = broker_round_trips(&docks, seconds).await?;
-    broker.sort();
-
-    // the docks bind themselves with the workspace's code; wait until they are bound and online
+    // the docks bind themselves with the workspace's code; wait until they are bound and online, so
+    // that both measured phases see the same quiet docks
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n: i64 =
@@ -243,6 +261,10 @@ pub async fn run(
         anyhow::ensure!(Instant::now() < deadline, "only {n} of {DOCKS} docks bound");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    eprintln!("bench: broker request/reply at {RATE}/s ({seconds} s)…");
+    let mut broker = broker_round_trips(seconds).await?;
+    broker.sort();
 
     eprintln!("bench: Hangar commands at {RATE}/s ({seconds} s)…");
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
@@ -293,26 +315,29 @@ pub async fn run(
     let saturation_rps = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
     sat.sort();
 
-    eprintln!("bench: {SILENT} commands to silent docks…");
+    // twice: memory that grows in the first round (connections, buffers) must not grow again
     fleet.set_default_answer(Answer::silent());
-    let rss_before_mib = rss_mib();
     let timeout = Duration::from_millis(config.device_reply_timeout_ms);
-    let mut waiting = Vec::with_capacity(SILENT);
-    for i in 0..SILENT {
-        let (http, base, token, sn) = (http.clone(), base.to_string(), token.to_string(), docks[i % DOCKS].clone());
-        waiting.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let code = command(&http, &base, &token, &sn).await;
-            (t.elapsed(), code)
-        }));
-    }
+    let mut rss = vec![rss_mib()];
     let mut silent = Vec::new();
-    for w in waiting {
-        if let Ok(r) = w.await {
-            silent.push(r);
+    for round in 1..=2 {
+        eprintln!("bench: {SILENT} commands to silent docks, round {round}…");
+        let mut waiting = Vec::with_capacity(SILENT);
+        for i in 0..SILENT {
+            let (http, base, token, sn) = (http.clone(), base.to_string(), token.to_string(), docks[i % DOCKS].clone());
+            waiting.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let code = command(&http, &base, &token, &sn).await;
+                (t.elapsed(), code)
+            }));
         }
+        for w in waiting {
+            if let Ok(r) = w.await {
+                silent.push(r);
+            }
+        }
+        rss.push(rss_mib());
     }
-    let rss_after_mib = rss_mib();
     fleet.stop().await;
     let timed_out: Vec<Duration> = silent.iter().filter(|(_, c)| *c == Some(211001)).map(|(d, _)| *d).collect();
     Ok(ServicesReport {
@@ -325,12 +350,11 @@ pub async fn run(
         paced_errors: errors.load(Ordering::Relaxed),
         saturation_rps,
         saturation_p99: percentile(&sat, 0.99),
-        silent: SILENT,
+        silent: silent.len(),
         silent_timed_out: timed_out.len(),
         silent_min: timed_out.iter().min().copied().unwrap_or_default(),
         silent_max: timed_out.iter().max().copied().unwrap_or_default(),
         timeout,
-        rss_before_mib,
-        rss_after_mib,
+        rss_mib: rss,
     })
 }
