@@ -137,22 +137,7 @@ pub(super) struct Plan {
 
 /// Remote-debug methods whose execution a dock reports with `{status, progress}` events of the
 /// same name (§8, §9.2).
-const DEBUG_PROGRESS: &[&str] = &[
-    "device_reboot",
-    "drone_open",
-    "drone_close",
-    "drone_format",
-    "device_format",
-    "cover_open",
-    "cover_close",
-    "cover_force_close",
-    "putter_open",
-    "putter_close",
-    "charge_open",
-    "charge_close",
-    "esim_activate",
-    "esim_operator_switch",
-];
+use shared::protocol::services::REMOTE_DEBUG_PROGRESS as DEBUG_PROGRESS;
 
 /// The reply and what follows it, for a command that arrived on `topic` with envelope `command`.
 pub(super) fn plan(
