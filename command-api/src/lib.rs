@@ -7,12 +7,14 @@
 //! - [`login`]: LoginController (login, token refresh).
 //! - [`users`]: UserController writes (MQTT credentials).
 //! - [`media`]: MediaController (fast-upload, tiny-fingerprints, upload-callback, group-upload-callback).
-//! - [`storage`]: StorageController (STS credentials).
+//! - [`storage`]: StorageController (upload credentials, also for docks' `storage_config_get`).
+//! - [`s3_endpoint`]: the S3-compatible endpoint over the local object folder (default run).
 
 pub mod device_inbox;
 pub mod devices;
 pub mod login;
 pub mod media;
+pub mod s3_endpoint;
 pub mod storage;
 pub mod users;
 
@@ -96,8 +98,9 @@ pub fn command_error<E: std::error::Error + Send + Sync + 'static>(e: AggregateE
 }
 
 /// Runs command-api alone on `config.listen` until `shutdown`.
-pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
     let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
+    let s3_listener = s3_endpoint::bind(&mut config).await?;
     let storage = Storage::new(&config)?;
     let nats = shared::nats::connect(&config).await?;
     let js = async_nats::jetstream::new(nats);
@@ -106,8 +109,12 @@ pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<(
     tracing::info!(addr = %listener.local_addr()?, "command-api listening");
     let state = AppState::new(config, pool, storage, js);
     let inbox = tokio::spawn(device_inbox::run(state.clone(), shutdown.clone()));
+    let s3 = s3_listener.map(|l| tokio::spawn(s3_endpoint::serve(l, state.storage.clone(), shutdown.clone())));
     let app = shared::http::finish(router(state));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     inbox.await??;
+    if let Some(s3) = s3 {
+        s3.await??;
+    }
     Ok(())
 }

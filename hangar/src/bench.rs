@@ -113,6 +113,7 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
     config.nats_prefix = tag.clone();
     config.listen = "127.0.0.1:0".parse()?;
     config.storage_dir = std::env::temp_dir().join(&tag);
+    config.s3_endpoint_listen = "127.0.0.1:0".parse()?;
 
     config.mqtt_client_id = format!("{tag}-bridge");
     config.mqtt_share_group = tag.clone();
@@ -253,7 +254,7 @@ async fn login(
 
 async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
     let body = json!({
-        "object_key": format!("media/bench/DJI_{n:08}.JPG"),
+        "object_key": format!("media/{WORKSPACE}/bench/DJI_{n:08}.JPG"),
         "name": format!("DJI_{n:08}.JPG"),
         "path": "bench",
         "fingerprint": format!("{n:032x}"),
