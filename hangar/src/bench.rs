@@ -1,6 +1,7 @@
 //! `hangar bench`: upload-callbacks per second at saturation, latency at half that load, and
 //! projection lag, beside PostgreSQL's own single-row insert rate (pgbench) measured in the same run
-//! against the same server.
+//! against the same server; OSD throughput (`bench_devices`); uploads through the S3 endpoint
+//! beside a plain file copy (`bench_storage`).
 //!
 //! It starts a whole Hangar in this process on a fresh database and NATS prefix, so it measures
 //! the real path: HTTP → command → Postgres (event + outbox) → relay → JetStream → projector →
@@ -28,8 +29,9 @@ pub struct BenchArgs {
     /// Concurrent clients at saturation (pgbench uses the same number).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Only one part: `media` (upload-callbacks against pgbench) or `devices` (OSD to the
-    /// WebSocket against the broker).
+    /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to the
+    /// WebSocket against the broker) or `storage` (an upload through the S3 endpoint against a
+    /// file copy).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -39,6 +41,7 @@ pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
 pub struct Report {
     pub media: Option<MediaReport>,
     pub devices: Option<crate::bench_devices::DeviceReport>,
+    pub storage: Option<crate::bench_storage::StorageReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -47,7 +50,10 @@ impl std::fmt::Display for Report {
             writeln!(f, "{m}")?;
         }
         if let Some(d) = &self.devices {
-            write!(f, "{d}")?;
+            writeln!(f, "{d}")?;
+        }
+        if let Some(s) = &self.storage {
+            write!(f, "{s}")?;
         }
         Ok(())
     }
@@ -136,7 +142,15 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices })
+        let storage = match args.only.as_deref() {
+            None | Some("storage") => {
+                let http = reqwest::Client::new();
+                let token = login(&http, &base_url, "pilot", "pilot123", 2).await?;
+                Some(crate::bench_storage::run(&config, &base_url, &token).await?)
+            }
+            _ => None,
+        };
+        Ok(Report { media, devices, storage })
     }
     .await;
     running.stop().await.ok();

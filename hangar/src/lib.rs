@@ -1,9 +1,12 @@
 //! Hangar in one process: command-api and query-api on one port, the projectors (outbox relay and
 //! projections) and the mqtt-bridge, sharing one Postgres pool and one NATS connection. Also the
 //! operator and analyst commands: [`replay`], [`rebuild`](projectors::runner::rebuild) and [`bench`].
+//! With the local object store it also serves the S3-compatible endpoint devices upload to
+//! (`command_api::s3_endpoint`).
 
 pub mod bench;
 pub mod bench_devices;
+pub mod bench_storage;
 pub mod replay;
 
 use std::net::SocketAddr;

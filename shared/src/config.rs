@@ -111,9 +111,10 @@ pub struct Config {
     #[arg(long, env = "HANGAR_S3_ENDPOINT_LISTEN", default_value = "127.0.0.1:6790")]
     pub s3_endpoint_listen: SocketAddr,
 
-    /// Address of that endpoint as DJI Pilot 2 and docks must use it, e.g.
-    /// `http://192.168.1.20:6790`: it is the `endpoint` of the upload credentials. Empty (the
-    /// default) means `http://<the address it listens on>`, which only suits clients on this host.
+    /// Object storage address as DJI Pilot 2 and docks must reach it, e.g.
+    /// `http://192.168.1.20:6790`: the `endpoint` handed out with upload credentials. Empty (the
+    /// default) means, with the local store, `http://<the address the S3 endpoint listens on>`
+    /// (which suits only clients on this host) and, with S3, `HANGAR_S3_ENDPOINT` (or AWS's).
     #[arg(long, env = "HANGAR_S3_PUBLIC_ENDPOINT", default_value = "")]
     pub s3_public_endpoint: String,
 

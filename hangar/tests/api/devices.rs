@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::helpers::*;
 
 /// Hangar with its bridge, on a share group and client id of its own.
-async fn app_with_bridge(offline_secs: u64) -> TestApp {
+pub(crate) async fn app_with_bridge(offline_secs: u64) -> TestApp {
     let mut c = test_config();
     c.mqtt_client_id = format!("{}-bridge", c.nats_prefix);
     c.mqtt_share_group = c.nats_prefix.clone();
@@ -22,11 +22,11 @@ async fn app_with_bridge(offline_secs: u64) -> TestApp {
     TestApp::spawn_with(c, Components::ALL).await
 }
 
-fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     format!("T{}", &uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase())
 }
 
-async fn fleet(prefix: &str, docks: usize, hms_every: Option<Duration>) -> Fleet {
+pub(crate) async fn fleet(prefix: &str, docks: usize, hms_every: Option<Duration>) -> Fleet {
     let f = Fleet::start(FleetConfig { docks, osd_hz: 2.0, sn_prefix: prefix.into(), hms_every, ..Default::default() })
         .await
         .unwrap();
@@ -35,7 +35,7 @@ async fn fleet(prefix: &str, docks: usize, hms_every: Option<Duration>) -> Fleet
 }
 
 /// A raw MQTT client playing a device: publishes, and collects what arrives on `subscribe`.
-async fn device_client(subscribe: &[String]) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Value)>) {
+pub(crate) async fn device_client(subscribe: &[String]) -> (AsyncClient, mpsc::UnboundedReceiver<(String, Value)>) {
     let mut o = MqttOptions::new(format!("raw-{}", uuid::Uuid::new_v4().simple()), "127.0.0.1", 1883);
     o.set_keep_alive(Duration::from_secs(10));
     o.set_max_packet_size(1 << 20, 1 << 20);
@@ -84,7 +84,7 @@ async fn next_on(rx: &mut mpsc::UnboundedReceiver<(String, Value)>, topic: &str,
     }
 }
 
-async fn request(
+pub(crate) async fn request(
     client: &AsyncClient,
     rx: &mut mpsc::UnboundedReceiver<(String, Value)>,
     gw: &str,
@@ -99,7 +99,7 @@ async fn request(
     reply["data"].clone()
 }
 
-async fn bind(app: &TestApp, token: &str, sn: &str) {
+pub(crate) async fn bind(app: &TestApp, token: &str, sn: &str) {
     app.wait_for("device online", || async {
         sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
             .bind(sn)
@@ -434,9 +434,9 @@ async fn the_dock_gets_its_config_and_storage_answers() {
     assert!(cfg.get("ntp_server_host").is_some() && cfg.get("app_id").is_some(), "{cfg}");
     let bad = request(&client, &mut rx, &gw, "config", json!({"config_type": "json", "config_scope": "other"})).await;
     assert_eq!(bad["result"], 200001);
-    // the local object store has no STS: the dock is told, not left waiting
+    // a gateway bound to no workspace gets no upload credentials: it is told, not left waiting
     let st = request(&client, &mut rx, &gw, "storage_config_get", json!({"module": 0})).await;
-    assert_eq!(st["result"], 600500);
+    assert_eq!(st["result"], 210230);
     let no_code = request(&client, &mut rx, &gw, "airport_organization_get", json!({"device_binding_code": ""})).await;
     assert_eq!(no_code["result"], 200001);
     let wrong = request(&client, &mut rx, &gw, "airport_organization_get", json!({"device_binding_code": "zzz"})).await;

@@ -306,3 +306,62 @@ async fn upload_callback_refuses_keys_outside_the_workspace_folder() {
     assert_eq!(events, 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_bound_dock_uploads_with_the_credentials_of_storage_config_get() {
+    use crate::devices::{app_with_bridge, bind, device_client, fleet, prefix};
+    let app = app_with_bridge(60).await;
+    let token = app.admin_token().await;
+    let p = prefix();
+    let f = fleet(&p, 1, None).await;
+    let dock = f.docks()[0].dock_sn.clone();
+    bind(&app, &token, &dock).await;
+    app.wait_for("dock bound", || async {
+        sqlx::query_scalar::<_, bool>("SELECT bound FROM rm_devices WHERE device_sn = $1")
+            .bind(&dock)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+            == Some(true)
+    })
+    .await;
+    let (client, mut rx) = device_client(&[format!("thing/product/{dock}/requests_reply")]).await;
+    // every Hangar of the tests running at once shares the broker, and those that do not know this
+    // dock answer too (no workspace): wait for this one's answer
+    let tid = uuid::Uuid::new_v4().to_string();
+    let msg = json!({"tid": tid, "bid": tid, "timestamp": 1, "gateway": dock, "method": "storage_config_get", "data": {"module": 0}});
+    client
+        .publish(format!("thing/product/{dock}/requests"), rumqttc::QoS::AtLeastOnce, false, msg.to_string())
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let (topic, v) = rx.recv().await.unwrap();
+            if topic.ends_with("/requests_reply") && v["tid"] == tid.as_str() && v["data"]["result"] == 0 {
+                break v["data"].clone();
+            }
+        }
+    })
+    .await
+    .expect("storage_config_get answered with credentials");
+    assert_eq!(reply["result"], 0, "{reply}");
+    let out = &reply["output"];
+    assert_eq!(out["object_key_prefix"], format!("media/{WS}"));
+    assert_eq!(out["endpoint"], app.s3_base.clone().unwrap().as_str());
+    let c = creds(out);
+    let key = format!("media/{WS}/DJI_dock_0001.JPG");
+    let r = boto3(
+        out["endpoint"].as_str().unwrap(),
+        out["bucket"].as_str().unwrap(),
+        vec![
+            step(&c, json!({"op": "put", "key": key, "body": "dock photo"})),
+            step(&c, json!({"op": "get", "key": key})),
+            step(&c, json!({"op": "put", "key": "media/another-workspace/x.JPG", "body": "x"})),
+        ],
+    )
+    .await;
+    assert_eq!(r[1]["text"], "dock photo", "{r:?}");
+    assert_eq!(r[2]["code"], "AccessDenied", "{r:?}");
+    f.stop().await;
+    app.stop().await;
+}
