@@ -240,12 +240,12 @@ async fn write_body(
     };
     let upload = store.put_multipart(path).await.map_err(internal)?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
-    let mut md5 = Md5::new();
+    let mut md5 = Hasher::start();
     let mut len = 0u64;
     let failure = loop {
         match body.next().await {
             Some(Ok(chunk)) => {
-                md5.update(&chunk);
+                md5.update(&chunk).await;
                 len += chunk.len() as u64;
                 writer.put(chunk);
                 if let Err(e) = writer.wait_for_capacity(2).await {
@@ -271,7 +271,61 @@ async fn write_body(
         return Err(e);
     }
     writer.finish().await.map_err(internal)?;
-    Ok((md5.finalize().into(), len))
+    Ok((md5.finish().await?, len))
+}
+
+/// MD5 of a body on another thread while the body streams to the store: S3's ETag of an object
+/// or part is its MD5, which SDKs compare with their own (AWS SDKs refuse an upload whose ETag
+/// differs), and MD5 is slower than receiving and writing, so it must not wait for them nor they
+/// for it.
+struct Hasher {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>>,
+    batch: Vec<bytes::Bytes>,
+    batched: usize,
+    digest: tokio::task::JoinHandle<[u8; 16]>,
+}
+
+/// Bytes handed to the hashing thread at once (few channel hand-overs per object).
+const HASH_BATCH: usize = 1024 * 1024;
+
+impl Hasher {
+    fn start() -> Self {
+        // at most 16 batches wait: a body arriving faster than MD5 slows to MD5's pace
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(16);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5::new();
+            while let Some(batch) = rx.blocking_recv() {
+                for b in batch {
+                    md5.update(&b);
+                }
+            }
+            md5.finalize().into()
+        });
+        Self { tx: Some(tx), batch: Vec::new(), batched: 0, digest }
+    }
+
+    async fn update(&mut self, chunk: &bytes::Bytes) {
+        self.batched += chunk.len();
+        self.batch.push(chunk.clone());
+        if self.batched >= HASH_BATCH {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        self.batched = 0;
+        let batch = std::mem::take(&mut self.batch);
+        if let Some(tx) = &self.tx {
+            // the thread only stops when the sender is dropped, so this cannot fail
+            let _ = tx.send(batch).await;
+        }
+    }
+
+    async fn finish(mut self) -> S3Result<[u8; 16]> {
+        self.flush().await;
+        self.tx = None;
+        (&mut self.digest).await.map_err(internal)
+    }
 }
 
 /// S3's answer for a body that did not arrive as announced: a body whose SHA-256 is not the
@@ -406,7 +460,10 @@ impl S3 for Endpoint {
         let mut common: Vec<String> = Vec::new();
         let mut last = None;
         let mut truncated = false;
-        for m in objects.into_iter().filter(|m| m.location.as_ref() > after.as_str()) {
+        // a page that ended on a common prefix resumes after everything under it
+        let after_prefix = delimiter.as_deref().is_some_and(|d| !after.is_empty() && after.ends_with(d));
+        let resumes = |k: &str| k > after.as_str() && !(after_prefix && k.starts_with(after.as_str()));
+        for m in objects.into_iter().filter(|m| resumes(m.location.as_ref())) {
             let key = m.location.as_ref().to_string();
             let rolled = delimiter
                 .as_deref()
