@@ -5,30 +5,20 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use futures::StreamExt;
+use cqrs_es::AggregateError;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use shared::auth::Auth;
-use shared::domain::device::DeviceCommand;
+use shared::domain::device::{DeviceCommand, DeviceError};
 use shared::error::ok_empty;
 use shared::event_store::{execute, metadata};
 use shared::http::DjiJson;
-use shared::protocol::{self, H_MQTT_TOPIC};
+use shared::protocol::services::property_messages;
+use shared::protocol::{as_i64, codes};
 use shared::{ApiError, ApiResult};
 
+use crate::device_service::{self, Call};
 use crate::{command_error, AppState};
-
-const NOT_FOUND: &str = "device not found.";
-
-/// `(online, domain)` of a device bound to this workspace.
-async fn device_in(s: &AppState, sn: &str, workspace_id: &str) -> ApiResult<(bool, i32)> {
-    sqlx::query_as("SELECT online, domain FROM rm_devices WHERE device_sn = $1 AND workspace_id = $2 AND bound")
-        .bind(sn)
-        .bind(workspace_id)
-        .fetch_optional(&s.pool)
-        .await?
-        .ok_or_else(|| ApiError::failed(NOT_FOUND))
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -50,29 +40,35 @@ pub async fn bind(
     if body.workspace_id.as_deref().is_some_and(|w| !w.is_empty() && w != claims.workspace_id) {
         return Err(ApiError::Forbidden("The workspace in the body is not the workspace of this token.".into()));
     }
-    let row: Option<(bool, String, bool)> =
-        sqlx::query_as("SELECT online, workspace_id, bound FROM rm_devices WHERE device_sn = $1")
-            .bind(&sn)
-            .fetch_optional(&s.pool)
-            .await?;
-    match row {
-        Some((_, ws, true)) if ws != claims.workspace_id => {
-            return Err(ApiError::code(210232, "The device is bound to another organization."))
-        }
-        Some((true, _, _)) => {}
-        _ => return Err(ApiError::failed("The device is offline.")),
-    }
     let cmd = DeviceCommand::Bind {
         workspace_id: claims.workspace_id.clone(),
         user_id: body.user_id.filter(|u| !u.is_empty()).unwrap_or(claims.id.clone()),
         nickname: body.nickname.filter(|n| !n.is_empty()),
         model: None,
+        by_user: true,
     };
-    execute(&s.devices, &sn, cmd, metadata(&claims.username, &claims.workspace_id, "http"))
-        .await
-        .map_err(command_error)?;
-    Ok(ok_empty())
+    // DJI Pilot 2 binds its RC right after publishing `update_topo`; the device inbox may not have
+    // recorded that yet. The aggregate decides; a device not (yet) online is asked again for a
+    // moment before the answer is no.
+    let deadline = tokio::time::Instant::now() + BIND_WAIT;
+    loop {
+        let meta = metadata(&claims.username, &claims.workspace_id, "http");
+        match execute(&s.devices, &sn, cmd.clone(), meta).await {
+            Err(AggregateError::UserError(DeviceError::Offline | DeviceError::NotFound))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(AggregateError::UserError(DeviceError::NotFound)) => {
+                return Err(ApiError::code(codes::DEVICE_OFFLINE, "The device is offline."))
+            }
+            other => return other.map(|()| ok_empty()).map_err(command_error),
+        }
+    }
 }
+
+/// How long a bind waits for a device that has just announced itself.
+const BIND_WAIT: Duration = Duration::from_secs(3);
 
 /// `DELETE /manage/api/v1/devices/{device_sn}/unbinding`.
 pub async fn unbind(State(s): State<AppState>, Auth(claims): Auth, Path(sn): Path<String>) -> ApiResult<Response> {
@@ -117,62 +113,63 @@ pub async fn hms_read(
     Ok(ok_empty())
 }
 
-const PROPERTIES: [&str; 6] = [
-    "night_lights_state",
-    "height_limit",
-    "distance_limit_status",
-    "obstacle_avoidance",
-    "rth_altitude",
-    "rc_lost_action",
-];
-const TRIES: usize = 3;
-const REPLY_WAIT: Duration = Duration::from_secs(3);
+/// The properties DJI's demo lets the web client set (reference §9.8), each with its check.
+fn check_property(key: &str, value: &Value) -> bool {
+    let int_in = |v: &Value, lo: i64, hi: i64| as_i64(v).is_some_and(|x| (lo..=hi).contains(&x));
+    let fields_in = |v: &Value, allowed: &[(&str, i64, i64)]| {
+        v.as_object().is_some_and(|o| {
+            !o.is_empty()
+                && o.iter().all(|(k, v)| allowed.iter().any(|(name, lo, hi)| name == k && int_in(v, *lo, *hi)))
+        })
+    };
+    match key {
+        "night_lights_state" => int_in(value, 0, 1),
+        "height_limit" => int_in(value, 20, 1500),
+        "distance_limit_status" => fields_in(value, &[("state", 0, 1), ("distance_limit", 15, 8000)]),
+        "obstacle_avoidance" => fields_in(value, &[("horizon", 0, 1), ("upside", 0, 1), ("downside", 0, 1)]),
+        "rth_altitude" => int_in(value, 20, 500),
+        "rc_lost_action" => int_in(value, 0, 2),
+        _ => false,
+    }
+}
 
-/// `PUT /manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property`: exactly one property;
-/// sent as MQTT `property/set` to the dock, answered with the dock's result (3 tries of 3 s).
+/// `PUT /manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property`: exactly one property,
+/// sent as MQTT `property/set` to the dock through the device service path (a nested object goes
+/// one field per message, as DJI's demo sends it), answered with the dock's result.
 #[tracing::instrument(skip_all, fields(sn = %sn))]
 pub async fn property_set(
     State(s): State<AppState>,
-    Path((workspace_id, sn)): Path<(String, String)>,
+    Auth(claims): Auth,
+    Path((_workspace_id, sn)): Path<(String, String)>,
     DjiJson(body): DjiJson<Map<String, Value>>,
 ) -> ApiResult<Response> {
-    let invalid = || ApiError::code(210002, "Invalid parameter.");
+    let invalid = || ApiError::code(codes::INVALID_PARAMETER, "Invalid parameter.");
     if body.len() != 1 {
         return Err(invalid());
     }
     let (key, value) = body.iter().next().ok_or_else(invalid)?;
-    if !PROPERTIES.contains(&key.as_str()) || value.is_null() {
+    if !check_property(key, value) {
         return Err(invalid());
     }
-    let (online, _) = device_in(&s, &sn, &workspace_id).await?;
-    if !online {
-        return Err(ApiError::code(212015, "The device is offline."));
+    device_service::commandable(&s, &sn, &claims.workspace_id).await?;
+    for data in property_messages(key, value) {
+        device_service::send_and_wait(&s, &claims, Call::property_set(&sn, data)).await?;
     }
-    let topic = protocol::thing_topic(&sn, "property/set");
-    let mut replies =
-        s.js.client()
-            .subscribe(s.names.device_in_subject(&sn, "property_set_reply"))
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
-    let bid = uuid::Uuid::new_v4().to_string();
-    for _ in 0..TRIES {
-        let (tid, payload) = protocol::command(None, &bid, json!({ key.clone(): value.clone() }));
-        crate::device_inbox::send(&s, &sn, &topic, &tid, payload).await.map_err(ApiError::Internal)?;
-        let deadline = tokio::time::Instant::now() + REPLY_WAIT;
-        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, replies.next()).await {
-            let same_topic = m.headers.as_ref().and_then(|h| h.get(H_MQTT_TOPIC)).is_some();
-            let Some(env) = protocol::Envelope::parse(&m.payload) else { continue };
-            if !same_topic || env.tid != tid {
-                continue;
-            }
-            // `{<key>: {result}}`; some firmware answers `{result}` directly
-            let result = env.data.get(key).and_then(|v| v.get("result")).or_else(|| env.data.get("result"));
-            return match result.and_then(protocol::as_i64) {
-                Some(0) => Ok(ok_empty()),
-                Some(code) => Err(ApiError::code(code, code.to_string())),
-                None => Err(ApiError::failed("The device answered without a result.")),
-            };
-        }
+    Ok(ok_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn properties_are_checked_as_dji_documents_them() {
+        assert!(check_property("height_limit", &json!(120)));
+        assert!(!check_property("height_limit", &json!(10)));
+        assert!(check_property("distance_limit_status", &json!({"state": 1, "distance_limit": "500"})));
+        assert!(!check_property("distance_limit_status", &json!({"state": 3})));
+        assert!(!check_property("obstacle_avoidance", &json!({})));
+        assert!(!check_property("speed", &json!(1)));
     }
-    Err(ApiError::code(211001, "No message reply received."))
 }

@@ -9,8 +9,14 @@
 //! - [`media`]: MediaController (fast-upload, tiny-fingerprints, upload-callback, group-upload-callback).
 //! - [`storage`]: StorageController (upload credentials, also for docks' `storage_config_get`).
 //! - [`s3_endpoint`]: the S3-compatible endpoint over the local object folder (default run).
+//! - [`devices`]: DeviceController and DeviceHmsController writes (bind, unbind, update, property set).
+//! - [`control`]: the Dock controller (remote debugging, fly-to, takeoff, authority, payload).
+//! - [`device_service`]: the one path of every command to a device and its answer.
+//! - [`device_inbox`]: device messages that change domain state or need an answer.
 
+pub mod control;
 pub mod device_inbox;
+pub mod device_service;
 pub mod devices;
 pub mod login;
 pub mod media;
@@ -25,7 +31,10 @@ use axum::routing::{delete, post, put};
 use axum::Router;
 use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
+use shared::domain::device_command::DeviceCommand;
+use shared::domain::device_progress::DeviceProgress;
 use shared::domain::{device::Device, file_group::FileGroup, media::MediaFile, user::User};
+use shared::error::DjiCode;
 use shared::event_store::{cqrs, Appender, Cqrs};
 use shared::nats::Names;
 use shared::storage::Storage;
@@ -42,6 +51,10 @@ pub struct AppState {
     pub file_groups: Arc<Cqrs<FileGroup>>,
     pub users: Arc<Cqrs<User>>,
     pub devices: Arc<Cqrs<Device>>,
+    pub device_commands: Arc<Cqrs<DeviceCommand>>,
+    pub device_progress: Arc<Cqrs<DeviceProgress>>,
+    /// This process's id, recorded with the commands it sends and the replies it reads.
+    pub instance: String,
     pub js: async_nats::jetstream::Context,
     pub names: Names,
 }
@@ -55,6 +68,9 @@ impl AppState {
             file_groups: cqrs(&appender),
             users: cqrs(&appender),
             devices: cqrs(&appender),
+            device_commands: cqrs(&appender),
+            device_progress: cqrs(&appender),
+            instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
             config: Arc::new(config),
@@ -78,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", put(devices::update))
         .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property", put(devices::property_set))
         .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", put(devices::hms_read))
+        .merge(control::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = Router::new()
@@ -87,14 +104,24 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// How a failed command reads to the client.
-pub fn command_error<E: std::error::Error + Send + Sync + 'static>(e: AggregateError<E>) -> ApiError {
+pub fn command_error<E: DjiCode + Send + Sync + 'static>(e: AggregateError<E>) -> ApiError {
     match e {
-        AggregateError::UserError(e) => ApiError::failed(e.to_string()),
+        AggregateError::UserError(e) => ApiError::code(e.dji_code(), e.to_string()),
         AggregateError::AggregateConflict => {
             ApiError::failed("The resource is being changed by many requests at once; please retry.")
         }
         other => ApiError::Internal(anyhow::anyhow!("{other}").context("executing a command")),
     }
+}
+
+/// The background work of command-api (the device inbox and liveness), for [`run`] and for the
+/// all-in-one binary alike.
+pub fn spawn_tasks(
+    state: &AppState,
+    shutdown: &shared::Shutdown,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) {
+    tasks.spawn(device_inbox::run(state.clone(), shutdown.clone()));
 }
 
 /// Runs command-api alone on `config.listen` until `shutdown`.
@@ -108,13 +135,15 @@ pub async fn run(mut config: Config, shutdown: shared::Shutdown) -> anyhow::Resu
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "command-api listening");
     let state = AppState::new(config, pool, storage, js);
-    let inbox = tokio::spawn(device_inbox::run(state.clone(), shutdown.clone()));
-    let s3 = s3_listener.map(|l| tokio::spawn(s3_endpoint::serve(l, state.storage.clone(), shutdown.clone())));
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_tasks(&state, &shutdown, &mut tasks);
+    if let Some(l) = s3_listener {
+        tasks.spawn(s3_endpoint::serve(l, state.storage.clone(), shutdown.clone()));
+    }
     let app = shared::http::finish(router(state));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
-    inbox.await??;
-    if let Some(s3) = s3 {
-        s3.await??;
+    while let Some(r) = tasks.join_next().await {
+        r??;
     }
     Ok(())
 }

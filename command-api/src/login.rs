@@ -104,12 +104,16 @@ pub async fn login(State(s): State<AppState>, DjiJson(req): DjiJson<LoginRequest
     Ok(ok(dto(user, &s.config.mqtt_public_addr, Some(token))))
 }
 
-/// A new token for a valid one. Unlike DJI's demo, an expired, unsigned or tampered token is
-/// refused (HTTP 401, `{code: -1, message: "token is null"}`), so a stolen old token cannot be
-/// renewed forever.
+/// A new token for one this installation signed, even expired (reference §8.2: DJI Pilot 2
+/// refreshes after sleeping), within `HANGAR_JWT_REFRESH_GRACE_SECS` of its expiry. Unsigned,
+/// tampered and foreign tokens, and tokens expired longer than that, are refused (HTTP 401,
+/// `{code: -1, message: "token is null"}`), so a stolen old token cannot be renewed forever.
 pub async fn refresh(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let token = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()).ok_or(ApiError::RefreshRefused)?;
-    let claims = s.jwt.verify(token.trim()).map_err(|_| ApiError::RefreshRefused)?;
+    let claims = s
+        .jwt
+        .verify_for_refresh(token.trim(), s.config.jwt_refresh_grace_secs)
+        .map_err(|_| ApiError::RefreshRefused)?;
     let user = user_by_id(&s.pool, &claims.id).await?.ok_or(ApiError::RefreshRefused)?;
     let token = s.jwt.issue(&user.user_id, &user.username, user.user_type, &claims.workspace_id)?;
     let mut d = dto(user, &s.config.mqtt_public_addr, Some(token));

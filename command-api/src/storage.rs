@@ -6,6 +6,8 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde_json::{json, Value};
 use shared::error::ok;
+use shared::event_store::load;
+use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
 
 use crate::AppState;
@@ -21,23 +23,20 @@ pub async fn sts(State(s): State<AppState>, Path(workspace_id): Path<String>) ->
 }
 
 /// The `data` of the `requests_reply` to a dock's `storage_config_get` (mqtt-protocol §5.5):
-/// credentials for the folder of the workspace the gateway is bound to. An unbound gateway gets
-/// none (`result` 210230, no organization), a store failure `result` 600500.
+/// credentials for the folder of the workspace the gateway is bound to, as its aggregate says (a
+/// read model could still show a binding just removed). An unbound gateway gets none
+/// (`ORGANIZATION_NOT_FOUND`), a store failure `SYSTEM_ERROR`.
 pub async fn for_device(s: &AppState, gateway_sn: &str) -> anyhow::Result<Value> {
-    let workspace: Option<String> =
-        sqlx::query_scalar("SELECT workspace_id FROM rm_devices WHERE device_sn = $1 AND bound AND workspace_id <> ''")
-            .bind(gateway_sn)
-            .fetch_optional(&s.pool)
-            .await?;
-    let Some(workspace_id) = workspace else {
+    let device = load(&s.devices, gateway_sn).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(workspace_id) = device.workspace_id().filter(|w| !w.is_empty()) else {
         tracing::warn!(gateway = gateway_sn, "storage_config_get from a gateway bound to no workspace");
-        return Ok(json!({"result": 210230, "output": {}}));
+        return Ok(json!({"result": codes::ORGANIZATION_NOT_FOUND, "output": {}}));
     };
-    Ok(match s.storage.credentials_for(&workspace_id).await {
-        Ok(creds) => json!({"result": 0, "output": creds}),
+    Ok(match s.storage.credentials_for(workspace_id).await {
+        Ok(creds) => json!({"result": codes::OK, "output": creds}),
         Err(e) => {
             tracing::warn!(gateway = gateway_sn, error = %e, "no storage credentials for a device");
-            json!({"result": 600500, "output": {}})
+            json!({"result": codes::SYSTEM_ERROR, "output": {}})
         }
     })
 }

@@ -30,7 +30,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to the
-    /// WebSocket against the broker) or `storage` (an upload through the S3 endpoint against a
+    /// WebSocket against the broker), `services` (commands to docks and their answers against
+    /// the broker's own request/reply) or `storage` (an upload through the S3 endpoint against a
     /// file copy).
     #[arg(long)]
     pub only: Option<String>,
@@ -41,6 +42,7 @@ pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
 pub struct Report {
     pub media: Option<MediaReport>,
     pub devices: Option<crate::bench_devices::DeviceReport>,
+    pub services: Option<crate::bench_services::ServicesReport>,
     pub storage: Option<crate::bench_storage::StorageReport>,
 }
 
@@ -51,6 +53,9 @@ impl std::fmt::Display for Report {
         }
         if let Some(d) = &self.devices {
             writeln!(f, "{d}")?;
+        }
+        if let Some(s) = &self.services {
+            writeln!(f, "{s}")?;
         }
         if let Some(s) = &self.storage {
             write!(f, "{s}")?;
@@ -142,6 +147,15 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
+        let services = match args.only.as_deref() {
+            None | Some("services") => {
+                let http = reqwest::Client::new();
+                let token = login(&http, &base_url, "adminPC", "adminPC", 1).await?;
+                let pool = shared::db::connect(&config.database_url, 8).await?;
+                Some(crate::bench_services::run(&config, &base_url, &token, &pool, args.seconds).await?)
+            }
+            _ => None,
+        };
         let storage = match args.only.as_deref() {
             None | Some("storage") => {
                 let http = reqwest::Client::new();
@@ -150,7 +164,7 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices, storage })
+        Ok(Report { media, devices, services, storage })
     }
     .await;
     running.stop().await.ok();

@@ -144,6 +144,7 @@ async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::R
                     user_id: String::new(),
                     nickname: None,
                     model: None,
+                    by_user: false,
                 };
                 if let Err(e) = execute(&devices, &sn, cmd, metadata("bench", ws, "bench")).await {
                     tracing::warn!(sn, error = %e, "bench bind failed");

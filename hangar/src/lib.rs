@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_devices;
+pub mod bench_services;
 pub mod bench_storage;
 pub mod replay;
 
@@ -104,9 +105,9 @@ pub async fn start(mut config: Config, components: Components, shutdown: Shutdow
         }
         let hub = query_api::ws::Hub::new(shutdown.clone());
         let commands = command_api::AppState::new(config.clone(), pool.clone(), storage.clone(), js.clone());
-        tasks.spawn(command_api::device_inbox::run(commands.clone(), shutdown.clone()));
+        command_api::spawn_tasks(&commands, &shutdown, &mut tasks);
         let queries = query_api::AppState::new(config.clone(), pool.clone(), storage, hub, nats.clone());
-        tasks.spawn(query_api::push::run(queries.clone(), shutdown.clone()));
+        query_api::spawn_tasks(&queries, &shutdown, &mut tasks);
         let app = command_api::router(commands).merge(query_api::router(queries));
         let app = shared::http::finish(app);
         let listener = tokio::net::TcpListener::bind(config.listen)

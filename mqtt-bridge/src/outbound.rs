@@ -332,9 +332,17 @@ pub(crate) async fn feeder(
     Ok(())
 }
 
-/// The MQTT topic of an outbound message, or `None` (logged) when it has none or an unusable one.
+/// The MQTT topic of an outbound message, or `None` (logged) when it has none or an unusable one,
+/// or when it expired: a command whose caller stopped waiting is never delivered late.
 fn destination(msg: &jetstream::Message) -> Option<String> {
-    let topic = msg.headers.as_ref().and_then(|h| h.get(H_MQTT_TOPIC)).map(|v| v.as_str().to_string());
+    let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+    let expires_at = header(shared::protocol::H_EXPIRES_AT).and_then(|v| v.parse::<i64>().ok());
+    if let Some(at) = expires_at.filter(|at| *at <= chrono::Utc::now().timestamp_millis()) {
+        tracing::warn!(subject = %msg.subject, expires_at = at, "outbound message expired before it could be sent; dropped");
+        metrics::counter("hangar_bridge_expired_total", &[]).fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let topic = header(H_MQTT_TOPIC);
     match topic {
         Some(t) if topic::publishable(&t) => Some(t),
         Some(t) => {

@@ -109,6 +109,18 @@ impl crate::Projection for Devices {
                 }
                 return Ok(());
             }
+            DeviceEvent::FlightControlChanged { control_source } => {
+                sqlx::query("UPDATE rm_devices SET flight_control = $2, update_time = $3 WHERE device_sn = $1")
+                    .bind(sn)
+                    .bind(control_source)
+                    .bind(at)
+            }
+            DeviceEvent::PayloadControlChanged { payloads } => {
+                sqlx::query("UPDATE rm_devices SET payload_control = $2, update_time = $3 WHERE device_sn = $1")
+                    .bind(sn)
+                    .bind(serde_json::to_value(payloads)?)
+                    .bind(at)
+            }
             DeviceEvent::HmsRead => {
                 sqlx::query("UPDATE rm_device_hms SET read_time = $2 WHERE sn = $1 AND read_time IS NULL").bind(sn).bind(at)
             }

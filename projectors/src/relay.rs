@@ -196,9 +196,12 @@ async fn lead(
             to_publish.push((subject, e));
         }
 
-        // Publish the whole batch pipelined, then collect the acks.
+        // Publish the whole batch pipelined, then collect the acks. An event that carries a message
+        // for a device (a command) publishes that too, and its row goes only when both are acked.
         let mut pending = Vec::with_capacity(to_publish.len());
         let mut publish_error = None;
+        let mut failed = std::collections::HashSet::new();
+        let now_ms = now.timestamp_millis();
         for (subject, e) in &to_publish {
             let payload = serde_json::to_vec(&e.payload)?;
             match js.publish_with_headers(subject.clone(), e.headers(), payload.into()).await {
@@ -208,19 +211,36 @@ async fn lead(
                     break;
                 }
             }
+            match shared::domain::device_command::outbound(e) {
+                // its caller stopped waiting: a command is never delivered late
+                Some(m) if m.expires_at_ms <= now_ms => {
+                    tracing::warn!(topic = m.mqtt_topic, msg_id = m.msg_id, "device command expired before it was sent")
+                }
+                Some(m) => match shared::nats::publish_outbound(js, names, &m).await {
+                    Ok(ack) => pending.push((e.global_position, ack)),
+                    Err(err) => {
+                        failed.insert(e.global_position);
+                        publish_error = Some(anyhow::Error::new(err).context("publishing to DEVICE_OUT"));
+                        break;
+                    }
+                },
+                None => {}
+            }
         }
         let positions: Vec<i64> = pending.iter().map(|(p, _)| *p).collect();
         let acks = join_all(pending.into_iter().map(|(_, f)| f.into_future())).await;
+        for (pos, ack) in positions.iter().zip(acks) {
+            if let Err(err) = ack {
+                failed.insert(*pos);
+                publish_error.get_or_insert_with(|| anyhow::Error::new(err).context("JetStream ack"));
+            }
+        }
         let mut acked = 0u64;
-        for (pos, ack) in positions.into_iter().zip(acks) {
-            match ack {
-                Ok(_) => {
-                    done.push(pos);
-                    acked += 1;
-                }
-                Err(err) => {
-                    publish_error.get_or_insert_with(|| anyhow::Error::new(err).context("JetStream ack"));
-                }
+        let mut seen = std::collections::HashSet::new();
+        for pos in positions {
+            if !failed.contains(&pos) && seen.insert(pos) {
+                done.push(pos);
+                acked += 1;
             }
         }
         if !done.is_empty() {

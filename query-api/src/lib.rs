@@ -73,18 +73,31 @@ pub fn router(state: AppState) -> Router {
     protected.merge(public).with_state(state)
 }
 
+/// The background work of query-api (the WebSocket pushes), for [`run`] and for the all-in-one
+/// binary alike.
+pub fn spawn_tasks(
+    state: &AppState,
+    shutdown: &shared::Shutdown,
+    tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+) {
+    tasks.spawn(push::run(state.clone(), shutdown.clone()));
+}
+
 /// Runs query-api alone on `config.listen` until `shutdown`.
 pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
     let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
     let storage = Storage::new(&config)?;
     let nats = shared::nats::connect(&config).await?;
     let state = AppState::new(config.clone(), pool, storage, ws::Hub::new(shutdown.clone()), nats);
-    let push = tokio::spawn(push::run(state.clone(), shutdown.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    spawn_tasks(&state, &shutdown, &mut tasks);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
     axum::serve(listener, shared::http::finish(router(state)))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
-    push.await??;
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
     Ok(())
 }

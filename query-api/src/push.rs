@@ -2,7 +2,11 @@
 //! - telemetry, live from the TELEMETRY subjects: `dock_osd` (docks), `device_osd` (aircraft),
 //!   `gateway_osd` (remote controllers), each to the workspace the device is bound to;
 //! - device facts, live from the ES subjects of `device` events: `device_online` (and on binding),
-//!   `device_offline` (and on unbinding), `device_hms`.
+//!   `device_offline` (and on unbinding), `device_hms`, `control_source_change`;
+//! - what devices report about operations under way, from `device_progress` events: the
+//!   remote-debug progress (`biz_code` = method: `cover_open`, `device_reboot`, …),
+//!   `fly_to_point_progress`, `takeoff_to_point_progress`, `return_home_info`,
+//!   `device_exit_homing_notify`.
 //!
 //! These are core NATS subscriptions: a push missed while query-api restarts is not replayed (the
 //! clients re-read the API on reconnect); what was recorded is never lost, only not re-pushed.
@@ -15,6 +19,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use shared::domain::device::DeviceEvent;
+use shared::domain::device_progress::{self, DeviceProgressEvent, Report};
 use shared::es::StoredEvent;
 use shared::protocol::{Topic, TopicKind, H_MQTT_TOPIC};
 use shared::Shutdown;
@@ -53,7 +58,8 @@ pub async fn run(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(keep_directory(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(telemetry(s.clone(), dir.clone(), shutdown.clone()));
-    tasks.spawn(device_events(s, dir, shutdown));
+    tasks.spawn(device_events(s.clone(), dir.clone(), shutdown.clone()));
+    tasks.spawn(progress_events(s, dir, shutdown));
     while let Some(r) = tasks.join_next().await {
         r??;
     }
@@ -198,6 +204,20 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
         DeviceEvent::DeviceUnbound { workspace_id } => {
             s.hub.publish(&workspace_id, Audience::All, "device_offline", json!({"sn": sn, "online_status": false}));
         }
+        DeviceEvent::FlightControlChanged { control_source } => {
+            if let Some((ws, _)) = dir.get(sn).await {
+                let data = json!({"sn": sn, "type": 1, "control_source": control_source});
+                s.hub.publish(&ws, Audience::Web, "control_source_change", data);
+            }
+        }
+        DeviceEvent::PayloadControlChanged { payloads } => {
+            if let Some((ws, _)) = dir.get(sn).await {
+                for p in payloads {
+                    let data = json!({"sn": p.sn, "type": 2, "control_source": p.control_source, "payload_index": p.payload_index});
+                    s.hub.publish(&ws, Audience::Web, "control_source_change", data);
+                }
+            }
+        }
         DeviceEvent::HmsRaised { entries } => {
             let ids: Vec<String> = entries.iter().map(|h| h.hms_id.clone()).collect();
             let mut rows = Vec::new();
@@ -216,6 +236,45 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
         _ => {}
     }
     Ok(())
+}
+
+async fn progress_events(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut sub = s.nats.subscribe(s.names.es_filter(Some(device_progress::AGGREGATE_TYPE), None)).await?;
+    loop {
+        let m = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("progress subscription ended") },
+        };
+        let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
+        let Ok(DeviceProgressEvent::ProgressReported(r)) = serde_json::from_value(e.payload) else { continue };
+        let Some((ws, _)) = dir.get(&r.gateway_sn).await.or(dir.get(&r.sn).await) else { continue };
+        s.hub.publish(&ws, Audience::Web, &r.method, progress_push(&r));
+    }
+}
+
+/// What the web client reads for each reported method (reference §22.4).
+fn progress_push(r: &Report) -> Value {
+    let d = &r.data;
+    match r.method.as_str() {
+        "fly_to_point_progress" | "takeoff_to_point_progress" => {
+            let mut out = match d {
+                Value::Object(m) => m.clone(),
+                _ => Map::new(),
+            };
+            out.insert("sn".into(), json!(r.gateway_sn));
+            out.insert("result".into(), d.get("result").cloned().unwrap_or(json!(0)));
+            out.insert("message".into(), d.get("status").cloned().unwrap_or(json!("")));
+            Value::Object(out)
+        }
+        "return_home_info" | "device_exit_homing_notify" => json!({"sn": r.sn, "host": d}),
+        // remote debugging: `{bid, sn, result, output}`
+        _ => json!({
+            "bid": r.bid,
+            "sn": r.gateway_sn,
+            "result": d.get("result").cloned().unwrap_or(json!(0)),
+            "output": d.get("output").cloned().unwrap_or(json!({})),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,19 @@ impl Jwt {
         Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.inner.encoding)?)
     }
 
+    /// For token refresh (reference §8.2): the signature must be valid (HS256, this installation's
+    /// secret), and an expired token is accepted for `grace_secs` after its expiry, so that DJI
+    /// Pilot 2 can renew after the tablet slept. Unsigned, tampered and foreign tokens are refused.
+    pub fn verify_for_refresh(&self, token: &str, grace_secs: i64) -> Result<Claims, jsonwebtoken::errors::Error> {
+        let mut validation = self.inner.validation.clone();
+        validation.validate_exp = false;
+        let claims = decode::<Claims>(token, &self.inner.decoding, &validation)?.claims;
+        if claims.exp.saturating_add(grace_secs.max(0)) < Utc::now().timestamp() {
+            return Err(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into());
+        }
+        Ok(claims)
+    }
+
     /// Checks signature (HS256 only: `alg: none` and other algorithms are refused), `exp` and `nbf`.
     pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
         decode::<Claims>(token, &self.inner.decoding, &self.inner.validation).map(|d| d.claims)
@@ -243,6 +256,9 @@ mod tests {
         assert!(jwt("b", 60).verify(&t).is_err());
         let expired = jwt("a", -3600).issue("u", "n", 1, "w").unwrap();
         assert!(jwt("a", 60).verify(&expired).is_err());
+        assert!(jwt("a", 60).verify_for_refresh(&expired, 7200).is_ok());
+        assert!(jwt("a", 60).verify_for_refresh(&expired, 60).is_err());
+        assert!(jwt("b", 60).verify_for_refresh(&expired, 7200).is_err());
         // alg none: header {"alg":"none"} with the same claims and no signature
         let parts: Vec<&str> = t.split('.').collect();
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", parts[1]);

@@ -131,6 +131,22 @@ pub struct Config {
     #[arg(long, env = "HANGAR_URL_EXPIRY_SECS", default_value_t = 3600)]
     pub url_expiry_secs: u64,
 
+    /// How long a command to a device waits for the device's answer, in milliseconds (default
+    /// 10,000; DJI's demo tries three times for 3 s). An answer after that is still recorded, and a
+    /// command the device could not be given in time is never delivered late.
+    #[arg(long, env = "HANGAR_DEVICE_REPLY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub device_reply_timeout_ms: u64,
+
+    /// Send commands that erase a device's storage (`device_format`, `drone_format`). Off by
+    /// default: they are refused with code 210003.
+    #[arg(long, env = "HANGAR_ALLOW_DESTRUCTIVE_COMMANDS", default_value_t = false)]
+    pub allow_destructive_commands: bool,
+
+    /// How long after its expiry a token whose signature is valid may still be refreshed, in
+    /// seconds (default 7 days): DJI Pilot 2 refreshes its token after the tablet slept.
+    #[arg(long, env = "HANGAR_JWT_REFRESH_GRACE_SECS", default_value_t = 7 * 86400)]
+    pub jwt_refresh_grace_secs: i64,
+
     /// A device silent for this many seconds is offline (DJI's demo: 30–60 s).
     #[arg(long, env = "HANGAR_DEVICE_OFFLINE_SECS", default_value_t = 60)]
     pub device_offline_secs: u64,

@@ -40,6 +40,14 @@ pub fn strip_nulls(v: Value) -> Value {
 
 pub type ApiResult<T = Response> = Result<T, ApiError>;
 
+/// The DJI `code` a domain error is answered with (reference §0.5); `-1` unless an error says
+/// otherwise.
+pub trait DjiCode: std::error::Error {
+    fn dji_code(&self) -> i64 {
+        crate::protocol::codes::FAILED
+    }
+}
+
 /// Errors as clients see them.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -280,6 +280,15 @@ where
     execute(cqrs, aggregate_id, command, metadata).await
 }
 
+/// The current state of an aggregate, read from the event store (never from a read model, which
+/// may lag behind it).
+pub async fn load<A>(cqrs: &Cqrs<A>, aggregate_id: &str) -> Result<A, AggregateError<A::Error>>
+where
+    A: Aggregate<Services = ()>,
+{
+    Ok(cqrs.store.load_aggregate(aggregate_id).await?.aggregate)
+}
+
 /// Metadata recorded with a command's events: who, from which workspace, when.
 pub fn metadata(user: &str, workspace_id: &str, source: &str) -> HashMap<String, String> {
     HashMap::from([

@@ -29,7 +29,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for DjiJson<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    // no body, or a JSON null (what some clients send for "no parameters"), reads as `{}`
+    let body: &[u8] =
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" { b"{}" } else { bytes };
     serde_json::from_slice(body).map_err(|e| ApiError::failed(format!("Invalid request body: {e}")))
 }
 

@@ -106,10 +106,30 @@ impl Names {
 }
 
 impl Names {
+    /// Core NATS subject on which the answer to the device command `tid` is announced, to whichever
+    /// process holds the caller's request.
+    pub fn command_reply_subject(&self, tid: &str) -> String {
+        format!("{}cmd.reply.{}", self.subject_root, subject_token(tid))
+    }
+
     /// Telemetry of every device, of one kind (`osd` or `state`).
     pub fn telemetry_kind_filter(&self, kind: &str) -> String {
         format!("{}tm.*.{}", self.subject_root, subject_token(kind))
     }
+}
+
+/// Publishes a message for a device to DEVICE_OUT (mqtt-bridge sends it to its MQTT topic); the
+/// returned future resolves with JetStream's ack.
+pub async fn publish_outbound(
+    js: &jetstream::Context,
+    names: &Names,
+    m: &crate::domain::device_command::Outbound,
+) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert(crate::protocol::H_MQTT_TOPIC, m.mqtt_topic.as_str());
+    h.insert("Nats-Msg-Id", m.msg_id.as_str());
+    h.insert(crate::protocol::H_EXPIRES_AT, m.expires_at_ms.to_string().as_str());
+    js.publish_with_headers(names.device_out_subject(&m.gateway_sn, m.kind), h, m.body.clone().into()).await
 }
 
 pub async fn connect(config: &Config) -> anyhow::Result<async_nats::Client> {

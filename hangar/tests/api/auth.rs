@@ -79,7 +79,7 @@ async fn login_failures_answer_dji_codes() {
 }
 
 #[tokio::test]
-async fn refresh_renews_a_valid_token_and_refuses_expired_tampered_and_unsigned_ones() {
+async fn refresh_renews_a_signed_token_even_expired_and_refuses_tampered_unsigned_and_foreign_ones() {
     let app = TestApp::spawn().await;
     let token = app.pilot_token().await;
     let (status, r) = app.request(Method::POST, "/manage/api/v1/token/refresh", Some(&token), None).await;
@@ -90,7 +90,15 @@ async fn refresh_renews_a_valid_token_and_refuses_expired_tampered_and_unsigned_
     let (status, _) = app.get("/manage/api/v1/users/current", &fresh).await;
     assert_eq!(status, StatusCode::OK);
 
-    let expired = app.sign(claims(WS, -3600));
+    // DJI Pilot 2 refreshes after the tablet slept: expired an hour ago, within the grace period
+    let slept = app.sign(claims(WS, -3600));
+    let (status, r) = app.request(Method::POST, "/manage/api/v1/token/refresh", Some(&slept), None).await;
+    assert_eq!((status, r["code"].clone()), (StatusCode::OK, json!(0)), "{r}");
+    let renewed = r["data"]["access_token"].as_str().unwrap().to_string();
+    let (status, _) = app.get("/manage/api/v1/users/current", &renewed).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let expired = app.sign(claims(WS, -(app.config.jwt_refresh_grace_secs + 3600)));
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     parts[1] = parts[1].chars().rev().collect(); // tampered payload, old signature
     let tampered = parts.join(".");

@@ -72,7 +72,7 @@ pub(crate) async fn device_client(subscribe: &[String]) -> (AsyncClient, mpsc::U
     (client, rx)
 }
 
-async fn next_on(rx: &mut mpsc::UnboundedReceiver<(String, Value)>, topic: &str, tid: &str) -> Value {
+pub(crate) async fn next_on(rx: &mut mpsc::UnboundedReceiver<(String, Value)>, topic: &str, tid: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -322,7 +322,7 @@ async fn bind_update_property_set_and_unbind() {
     let f = fleet(&p, 1, None).await;
     let dock = f.docks()[0].dock_sn.clone();
     let (_, r) = app.post("/manage/api/v1/devices/NO-SUCH-SN/binding", &token, json!({"workspace_id": WS})).await;
-    assert_eq!(r["code"], -1);
+    assert_eq!(r, json!({"code": 212015, "message": "The device is offline."}));
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr)).await.unwrap();
     bind(&app, &token, &dock).await;

@@ -2,11 +2,15 @@
 //!
 //! `dock-sim --docks 100 --osd-hz 1 --seconds 60` runs 100 docks for a minute and prints what
 //! they sent; `--seconds 0` runs until Ctrl-C.
+//!
+//! By default the docks bind themselves with the seed workspace's binding code `qwe`, and answer
+//! every command with result 0 followed by its progress events; `--reply-result`,
+//! `--reply-delay-ms` and `--silent-methods` make them misbehave on purpose.
 
 use std::time::Duration;
 
 use clap::Parser;
-use mqtt_bridge::sim::{Fleet, FleetConfig};
+use mqtt_bridge::sim::{Answer, Fleet, FleetConfig};
 use rumqttc::QoS;
 
 #[derive(Parser)]
@@ -36,6 +40,22 @@ struct Args {
     /// Publish OSD with QoS 0 (as many docks do) instead of QoS 1.
     #[arg(long)]
     osd_qos0: bool,
+    /// Binding code the docks bind themselves with after connecting; empty disables binding.
+    #[arg(long, default_value = "qwe")]
+    binding_code: String,
+    /// `result` of every reply to `services` and `property/set` (0 success, else a device error
+    /// code such as 514301).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    reply_result: i64,
+    /// Milliseconds between a command's arrival and its reply.
+    #[arg(long, default_value_t = 0)]
+    reply_delay_ms: u64,
+    /// Methods (comma-separated) the docks never answer, e.g. `cover_open,return_home`.
+    #[arg(long, value_delimiter = ',')]
+    silent_methods: Vec<String>,
+    /// Milliseconds between the progress events that follow an accepted command.
+    #[arg(long, default_value_t = 200)]
+    progress_interval_ms: u64,
 }
 
 #[tokio::main]
@@ -50,6 +70,21 @@ async fn main() -> anyhow::Result<()> {
         docks_per_connection: args.docks_per_connection,
         hms_every: (args.hms_every_secs > 0.0).then(|| Duration::from_secs_f64(args.hms_every_secs)),
         osd_qos: if args.osd_qos0 { QoS::AtMostOnce } else { QoS::AtLeastOnce },
+        answers: args
+            .silent_methods
+            .iter()
+            .map(|m| m.trim())
+            .filter(|m| !m.is_empty())
+            .map(|m| (m.to_string(), Answer::silent()))
+            .collect(),
+        default_answer: Answer {
+            result: args.reply_result,
+            delay: Duration::from_millis(args.reply_delay_ms),
+            ..Answer::default()
+        },
+        progress_interval: Duration::from_millis(args.progress_interval_ms),
+        binding_code: (!args.binding_code.is_empty()).then(|| args.binding_code.clone()),
+        ..FleetConfig::default()
     })
     .await?;
     fleet.ready(Duration::from_secs(30)).await?;
@@ -70,18 +105,22 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut end => break,
             _ = shutdown.cancelled() => break,
-            _ = report.tick() => tracing::info!(stats = ?fleet.stats(), "dock-sim"),
+            _ = report.tick() => tracing::info!(bound = fleet.bound(), stats = ?fleet.stats(), "dock-sim"),
         }
     }
+    let bound = fleet.bound();
     let stats = fleet.stop().await;
     println!(
-        "sent {} (topo {}, osd {}, hms {}, replies {}); commands received {}; errors {}",
+        "sent {} (topo {}, osd {}, hms {}, replies {}, events {}, requests {}); commands received {}; docks bound {}; errors {}",
         stats.sent(),
         stats.topo,
         stats.osd,
         stats.hms,
         stats.replies,
+        stats.events,
+        stats.requests,
         stats.commands,
+        bound,
         stats.errors
     );
     Ok(())

@@ -9,6 +9,8 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::protocol::topology::PayloadControl;
+
 pub const AGGREGATE_TYPE: &str = "device";
 
 /// domain-type-sub_type of a device model, as the protocol gives it.
@@ -42,12 +44,21 @@ pub struct HmsEntry {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeviceCommand {
-    /// The device is online (its own `update_topo`, or its gateway's listing it).
+    /// The device is online (its own `update_topo`, or its gateway's listing it). A model or thing
+    /// version the message lacked keeps the one the device has (a malformed `update_topo` never
+    /// changes what a device is); a device never seen needs its model.
     ReportOnline {
-        model: Model,
-        thing_version: String,
+        model: Option<Model>,
+        thing_version: Option<String>,
         parent_sn: Option<String>,
         control_source: Option<String>,
+    },
+    /// The device spoke (any message): a known device that was offline is online again, as it was.
+    ReportHeard,
+    /// Who controls the aircraft and its payloads (state `control_source`, `payloads`).
+    ReportControl {
+        flight: Option<String>,
+        payloads: Option<Vec<PayloadControl>>,
     },
     /// A gateway's current sub-devices (`update_topo`).
     ReportTopology {
@@ -60,11 +71,15 @@ pub enum DeviceCommand {
     ReportFirmware {
         firmware_version: String,
     },
+    /// `by_user`: a person binds it (HTTP): the device must be online and not bound to another
+    /// workspace. Otherwise the device binds itself (`airport_organization_bind`) or follows its
+    /// dock.
     Bind {
         workspace_id: String,
         user_id: String,
         nickname: Option<String>,
         model: Option<Model>,
+        by_user: bool,
     },
     /// The commands a user gives carry the user's workspace: a device of another workspace answers
     /// NotFound, exactly like one that does not exist.
@@ -86,25 +101,72 @@ pub enum DeviceCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DeviceEvent {
-    DeviceOnline { model: Model, thing_version: String, parent_sn: Option<String>, control_source: Option<String> },
-    TopologyChanged { sub_devices: Vec<String> },
-    DeviceOffline { reason: String },
-    FirmwareVersionChanged { firmware_version: String },
-    DeviceBound { workspace_id: String, user_id: String, nickname: Option<String>, model: Option<Model> },
-    DeviceUnbound { workspace_id: String },
-    DeviceUpdated { nickname: Option<String>, device_desc: Option<String> },
-    HmsRaised { entries: Vec<HmsEntry> },
+    DeviceOnline {
+        model: Model,
+        thing_version: String,
+        parent_sn: Option<String>,
+        control_source: Option<String>,
+    },
+    TopologyChanged {
+        sub_devices: Vec<String>,
+    },
+    DeviceOffline {
+        reason: String,
+    },
+    FirmwareVersionChanged {
+        firmware_version: String,
+    },
+    DeviceBound {
+        workspace_id: String,
+        user_id: String,
+        nickname: Option<String>,
+        model: Option<Model>,
+    },
+    DeviceUnbound {
+        workspace_id: String,
+    },
+    DeviceUpdated {
+        nickname: Option<String>,
+        device_desc: Option<String>,
+    },
+    HmsRaised {
+        entries: Vec<HmsEntry>,
+    },
     HmsRead,
+    /// The flight controller changed (`"A"`: the dock or the RC's first pilot; `"B"`: the other).
+    FlightControlChanged {
+        control_source: String,
+    },
+    PayloadControlChanged {
+        payloads: Vec<PayloadControl>,
+    },
 }
 crate::domain_event!(DeviceEvent, "1.0", {
     DeviceOnline, TopologyChanged, DeviceOffline, FirmwareVersionChanged, DeviceBound, DeviceUnbound,
-    DeviceUpdated, HmsRaised, HmsRead
+    DeviceUpdated, HmsRaised, HmsRead, FlightControlChanged, PayloadControlChanged
 });
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     #[error("device not found.")]
     NotFound,
+    #[error("The device is offline.")]
+    Offline,
+    #[error("The device is bound to another organization.")]
+    BoundElsewhere,
+    #[error("The device has not told its model yet.")]
+    ModelUnknown,
+}
+
+impl crate::error::DjiCode for DeviceError {
+    fn dji_code(&self) -> i64 {
+        use crate::protocol::codes;
+        match self {
+            DeviceError::NotFound | DeviceError::ModelUnknown => codes::DEVICE_NOT_REGISTERED,
+            DeviceError::Offline => codes::DEVICE_OFFLINE,
+            DeviceError::BoundElsewhere => codes::BOUND_ELSEWHERE,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -121,10 +183,42 @@ pub struct Device {
     nickname: Option<String>,
     device_desc: Option<String>,
     unread_hms: Vec<String>,
+    #[serde(default)]
+    flight_control: Option<String>,
+    #[serde(default)]
+    payload_control: Vec<PayloadControl>,
 }
 
 impl Device {
-    fn check_workspace(&self, workspace_id: &str) -> Result<(), DeviceError> {
+    pub fn is_known(&self) -> bool {
+        self.known
+    }
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+    pub fn model(&self) -> Option<Model> {
+        self.model
+    }
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.workspace_id.as_deref()
+    }
+    pub fn nickname(&self) -> Option<&str> {
+        self.nickname.as_deref()
+    }
+    pub fn sub_devices(&self) -> &[String] {
+        &self.sub_devices
+    }
+    /// Who controls the flight, as the device last said (`None` before it said).
+    pub fn flight_control(&self) -> Option<&str> {
+        self.flight_control.as_deref()
+    }
+    /// Who controls the payload at this index, as the device last said.
+    pub fn payload_control(&self, payload_index: &str) -> Option<&str> {
+        self.payload_control.iter().find(|p| p.payload_index == payload_index).map(|p| p.control_source.as_str())
+    }
+
+    /// Known to this workspace: bound to it. Another workspace's device reads as unknown.
+    pub fn check_workspace(&self, workspace_id: &str) -> Result<(), DeviceError> {
         if self.workspace_id.as_deref() == Some(workspace_id) {
             Ok(())
         } else {
@@ -143,6 +237,8 @@ impl Aggregate for Device {
     async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
         match command {
             DeviceCommand::ReportOnline { model, thing_version, parent_sn, control_source } => {
+                let model = model.or(self.model).ok_or(DeviceError::ModelUnknown)?;
+                let thing_version = thing_version.unwrap_or_else(|| self.thing_version.clone());
                 // repeated update_topo while online with nothing new is not a fact worth keeping
                 let changed = !self.online
                     || self.model != Some(model)
@@ -152,6 +248,25 @@ impl Aggregate for Device {
                 if changed {
                     sink.write(DeviceEvent::DeviceOnline { model, thing_version, parent_sn, control_source }, self)
                         .await;
+                }
+            }
+            DeviceCommand::ReportHeard => {
+                if let (false, Some(model)) = (self.online, self.model) {
+                    let event = DeviceEvent::DeviceOnline {
+                        model,
+                        thing_version: self.thing_version.clone(),
+                        parent_sn: self.parent_sn.clone(),
+                        control_source: self.control_source.clone(),
+                    };
+                    sink.write(event, self).await;
+                }
+            }
+            DeviceCommand::ReportControl { flight, payloads } => {
+                if let Some(control_source) = flight.filter(|f| self.flight_control.as_ref() != Some(f)) {
+                    sink.write(DeviceEvent::FlightControlChanged { control_source }, self).await;
+                }
+                if let Some(payloads) = payloads.filter(|p| *p != self.payload_control) {
+                    sink.write(DeviceEvent::PayloadControlChanged { payloads }, self).await;
                 }
             }
             DeviceCommand::ReportTopology { mut sub_devices } => {
@@ -171,9 +286,17 @@ impl Aggregate for Device {
                     sink.write(DeviceEvent::FirmwareVersionChanged { firmware_version }, self).await;
                 }
             }
-            DeviceCommand::Bind { workspace_id, user_id, nickname, model } => {
+            DeviceCommand::Bind { workspace_id, user_id, nickname, model, by_user } => {
                 if !self.known && model.is_none() {
                     return Err(DeviceError::NotFound);
+                }
+                if by_user {
+                    if !self.online {
+                        return Err(DeviceError::Offline);
+                    }
+                    if self.workspace_id.as_deref().is_some_and(|w| w != workspace_id) {
+                        return Err(DeviceError::BoundElsewhere);
+                    }
                 }
                 if self.workspace_id.as_deref() == Some(workspace_id.as_str())
                     && (nickname.is_none() || nickname == self.nickname)
@@ -245,6 +368,8 @@ impl Aggregate for Device {
             }
             DeviceEvent::HmsRaised { entries } => self.unread_hms.extend(entries.into_iter().map(|e| e.key)),
             DeviceEvent::HmsRead => self.unread_hms.clear(),
+            DeviceEvent::FlightControlChanged { control_source } => self.flight_control = Some(control_source),
+            DeviceEvent::PayloadControlChanged { payloads } => self.payload_control = payloads,
         }
     }
 }
@@ -262,8 +387,8 @@ mod tests {
 
     fn report_online() -> DeviceCommand {
         DeviceCommand::ReportOnline {
-            model: DOCK2,
-            thing_version: "1.2.0".into(),
+            model: Some(DOCK2),
+            thing_version: Some("1.2.0".into()),
             parent_sn: None,
             control_source: None,
         }
@@ -297,8 +422,8 @@ mod tests {
     #[test]
     fn a_new_firmware_thing_version_is_recorded() {
         let cmd = DeviceCommand::ReportOnline {
-            model: DOCK2,
-            thing_version: "1.3.0".into(),
+            model: Some(DOCK2),
+            thing_version: Some("1.3.0".into()),
             parent_sn: None,
             control_source: None,
         };
@@ -323,7 +448,13 @@ mod tests {
 
     #[test]
     fn binding_an_unknown_device_needs_its_model() {
-        let bind = DeviceCommand::Bind { workspace_id: "w".into(), user_id: "u".into(), nickname: None, model: None };
+        let bind = DeviceCommand::Bind {
+            workspace_id: "w".into(),
+            user_id: "u".into(),
+            nickname: None,
+            model: None,
+            by_user: true,
+        };
         TestFramework::<Device>::with(())
             .given_no_previous_events()
             .when(bind)
@@ -361,5 +492,64 @@ mod tests {
             ])
             .when(DeviceCommand::Unbind { workspace_id: "w".into() })
             .then_expect_events(vec![DeviceEvent::DeviceUnbound { workspace_id: "w".into() }]);
+    }
+
+    #[test]
+    fn a_message_without_model_changes_nothing_of_a_known_device() {
+        let partial =
+            DeviceCommand::ReportOnline { model: None, thing_version: None, parent_sn: None, control_source: None };
+        TestFramework::<Device>::with(()).given(vec![online()]).when(partial.clone()).then_expect_events(vec![]);
+        TestFramework::<Device>::with(())
+            .given_no_previous_events()
+            .when(partial)
+            .then_expect_error_message("The device has not told its model yet.");
+    }
+
+    #[test]
+    fn a_device_heard_again_is_online_as_it_was() {
+        let off = DeviceEvent::DeviceOffline { reason: "silent".into() };
+        TestFramework::<Device>::with(())
+            .given(vec![online(), off])
+            .when(DeviceCommand::ReportHeard)
+            .then_expect_events(vec![online()]);
+        TestFramework::<Device>::with(())
+            .given(vec![online()])
+            .when(DeviceCommand::ReportHeard)
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_person_binds_only_an_online_device_of_no_other_workspace() {
+        let bind = |ws: &str| DeviceCommand::Bind {
+            workspace_id: ws.into(),
+            user_id: "u".into(),
+            nickname: None,
+            model: None,
+            by_user: true,
+        };
+        let off = DeviceEvent::DeviceOffline { reason: "silent".into() };
+        TestFramework::<Device>::with(())
+            .given(vec![online(), off])
+            .when(bind("w"))
+            .then_expect_error_message("The device is offline.");
+        let bound =
+            DeviceEvent::DeviceBound { workspace_id: "w".into(), user_id: "u".into(), nickname: None, model: None };
+        TestFramework::<Device>::with(())
+            .given(vec![online(), bound])
+            .when(bind("v"))
+            .then_expect_error_message("The device is bound to another organization.");
+    }
+
+    #[test]
+    fn control_changes_are_recorded_when_they_change() {
+        let cmd = || DeviceCommand::ReportControl { flight: Some("A".into()), payloads: None };
+        TestFramework::<Device>::with(())
+            .given(vec![online()])
+            .when(cmd())
+            .then_expect_events(vec![DeviceEvent::FlightControlChanged { control_source: "A".into() }]);
+        TestFramework::<Device>::with(())
+            .given(vec![online(), DeviceEvent::FlightControlChanged { control_source: "A".into() }])
+            .when(cmd())
+            .then_expect_events(vec![]);
     }
 }

@@ -32,6 +32,8 @@ pub enum FileGroupError {
     BadCounts { count: i64, uploaded: i64 },
 }
 
+impl crate::error::DjiCode for FileGroupError {}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FileGroup {
     reports: u64,

@@ -55,6 +55,8 @@ pub enum MediaError {
     Missing(&'static str),
 }
 
+impl crate::error::DjiCode for MediaError {}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct MediaFile {
     uploaded: bool,

@@ -2,6 +2,8 @@
 //! impl and its given/when/then tests. Wire shapes of the DJI protocol live with the APIs, not here.
 
 pub mod device;
+pub mod device_command;
+pub mod device_progress;
 pub mod file_group;
 pub mod media;
 pub mod user;

@@ -48,6 +48,8 @@ pub enum UserError {
     BadType,
 }
 
+impl crate::error::DjiCode for UserError {}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct User {
     created: bool,

@@ -33,6 +33,8 @@ pub enum WorkspaceError {
     AlreadyExists,
 }
 
+impl crate::error::DjiCode for WorkspaceError {}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Workspace {
     created: bool,

@@ -2,11 +2,17 @@
 //! field may be missing or of an unexpected type), and replies. The mqtt-bridge moves bytes; these
 //! types give them meaning.
 
+pub mod codes;
+pub mod services;
+pub mod topology;
+
 use serde::Serialize;
 use serde_json::{json, Value};
 
 /// Header in which the bridge carries a message's MQTT topic through JetStream.
 pub const H_MQTT_TOPIC: &str = "Hangar-Mqtt-Topic";
+/// Header of a message for a device: after this time (ms since the epoch) it is not delivered.
+pub const H_EXPIRES_AT: &str = "Hangar-Expires-At";
 /// Header with the time the bridge received the message (RFC 3339).
 pub const H_RECEIVED_AT: &str = "Hangar-Received-At";
 
@@ -103,6 +109,16 @@ pub fn truthy(v: &Value) -> bool {
 /// A reply envelope `{tid, bid, timestamp, method?, data}`.
 pub fn reply(tid: &str, bid: &str, method: Option<&str>, data: impl Serialize) -> Vec<u8> {
     let mut v = json!({"tid": tid, "bid": bid, "timestamp": crate::time::now_ms(), "data": data});
+    if let Some(m) = method {
+        v["method"] = Value::String(m.to_string());
+    }
+    v.to_string().into_bytes()
+}
+
+/// A down-message `{tid, bid, timestamp, method?, data}` with the ids and time it was recorded with,
+/// so that the same recorded command always makes the same bytes.
+pub fn down_message(tid: &str, bid: &str, timestamp_ms: i64, method: Option<&str>, data: &Value) -> Vec<u8> {
+    let mut v = json!({"tid": tid, "bid": bid, "timestamp": timestamp_ms, "data": data});
     if let Some(m) = method {
         v["method"] = Value::String(m.to_string());
     }

@@ -1,0 +1,787 @@
+//! A fleet of simulated DJI Dock 2 gateways, each with its M3D aircraft, speaking the Cloud API
+//! over MQTT: topology on connecting, dock and aircraft OSD at a steady rate, an HMS event now and
+//! then, scripted replies to `services` and `property/set` followed by the progress events a real
+//! dock sends, and, when given a binding code, the binding flow. Tests, demos and benchmarks use
+//! it in place of hardware.
+//!
+//! Docks share MQTT connections (one per `docks_per_connection`, 100 by default) so that a
+//! fleet of thousands does not open thousands of sockets, but every dock publishes and listens on
+//! its own topics exactly as a real one would.
+//!
+//! Each aircraft flies a two-minute round every ten minutes (phase staggered per dock), so
+//! telemetry changes the way a live dashboard expects: cover opens, the aircraft leaves the dock,
+//! climbs, circles and comes back with less battery.
+//!
+//! - this module: [`FleetConfig`], [`Fleet`], the connection loop and the driver that publishes.
+//! - `telemetry`: a dock's state, its topology, OSD and HMS.
+//! - `services`: [`Answer`]s to commands, progress events and state changes that follow them.
+//! - `binding`: the `airport_bind_status` → `airport_organization_get` → `airport_organization_bind` flow.
+//!
+//! Tests script answers per method ([`FleetConfig::answers`], [`Fleet::set_answer`]) and read what
+//! each dock received ([`Fleet::received`]):
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use mqtt_bridge::sim::{Answer, Fleet, FleetConfig};
+//!
+//! let fleet = Fleet::start(FleetConfig {
+//!     sn_prefix: "T1A2B3C4".into(),
+//!     answers: [("cover_open".to_string(), Answer::error(514301))].into(),
+//!     ..Default::default()
+//! })
+//! .await?;
+//! fleet.ready(Duration::from_secs(10)).await?;
+//! fleet.set_answer("return_home", Answer::silent());
+//! fleet.set_answer("drone_open", Answer::delayed(Duration::from_secs(2)));
+//! // … the cloud side sends commands …
+//! let covers = fleet.received().iter().filter(|c| c.method == "cover_open").count();
+//! # let _ = covers;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::Rng as _;
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as MqttOutgoing, Packet, QoS, SubscribeFilter};
+use serde_json::{json, Value};
+use shared::protocol::{self, Envelope, Topic, TopicKind};
+use shared::Shutdown;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::mqtt::{self, Backoff, BrokerUrl};
+
+mod binding;
+mod services;
+mod telemetry;
+
+use binding::Binding;
+pub use services::{Answer, PROPERTY_SET};
+use services::{Answers, CommandTopic};
+use telemetry::DockState;
+
+/// Received commands kept for [`Fleet::received`]: enough for any test, bounded for long runs.
+const RECEIVED_KEPT: usize = 100_000;
+/// How often docks look for binding requests that timed out or are due again.
+const BINDING_CHECK: Duration = Duration::from_millis(250);
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Broker URL, `mqtt://host:port`.
+    pub broker: String,
+    /// Number of docks (each with one aircraft).
+    pub docks: usize,
+    /// OSD messages per second per device (dock and aircraft each).
+    pub osd_hz: f64,
+    /// Prefix of every serial number: `<prefix>DOCK0001`, `<prefix>UAV0001`, …
+    pub sn_prefix: String,
+    /// Docks per MQTT connection.
+    pub docks_per_connection: usize,
+    /// Mean time between HMS events of one dock; `None` sends none.
+    pub hms_every: Option<Duration>,
+    /// QoS of OSD messages (topology, events and replies always use QoS 1).
+    pub osd_qos: QoS,
+    /// Scripted answers. A `services` command is looked up by its method (`"cover_open"`); a
+    /// `property/set` by the name of a property it sets (`"height_limit"`), then by
+    /// [`PROPERTY_SET`] (`"property/set"`). Anything not listed gets `default_answer`.
+    pub answers: HashMap<String, Answer>,
+    /// Answer to methods without an entry in `answers` (default: result 0 at once).
+    pub default_answer: Answer,
+    /// Time between a command's progress events (default 200 ms).
+    pub progress_interval: Duration,
+    /// A workspace's binding code: each dock then runs the binding flow after every connection
+    /// (§5.1–5.3). `None` (the default) never asks.
+    pub binding_code: Option<String>,
+    /// How long a dock waits for a `requests_reply` of the binding flow, and waits after a
+    /// failed step before starting the flow again (default 10 s).
+    pub binding_retry: Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            broker: "mqtt://127.0.0.1:1883".into(),
+            docks: 1,
+            osd_hz: 1.0,
+            sn_prefix: "SIM".into(),
+            docks_per_connection: 100,
+            hms_every: Some(Duration::from_secs(60)),
+            osd_qos: QoS::AtLeastOnce,
+            answers: HashMap::new(),
+            default_answer: Answer::default(),
+            progress_interval: Duration::from_millis(200),
+            binding_code: None,
+            binding_retry: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serial numbers of one simulated dock and its aircraft.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimDock {
+    pub dock_sn: String,
+    pub drone_sn: String,
+}
+
+impl SimDock {
+    /// Dock `index` (from 1) of a fleet with this prefix.
+    pub fn new(prefix: &str, index: usize) -> Self {
+        Self { dock_sn: format!("{prefix}DOCK{index:04}"), drone_sn: format!("{prefix}UAV{index:04}") }
+    }
+}
+
+/// A `services` or `property/set` message as a dock received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedCommand {
+    pub dock_sn: String,
+    /// The full MQTT topic.
+    pub topic: String,
+    /// Empty when the command had none (or not a string).
+    pub tid: String,
+    /// Empty when the command had none (or not a string).
+    pub bid: String,
+    /// The envelope's `method`; `"property/set"` for a property set (which carries none).
+    pub method: String,
+    pub data: Value,
+    /// When the dock got it.
+    pub at: Instant,
+}
+
+/// Messages the fleet handed to the broker, and commands it received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// `update_topo` on `sys/product/<dock>/status`.
+    pub topo: u64,
+    /// OSD messages (dock and aircraft).
+    pub osd: u64,
+    /// HMS events.
+    pub hms: u64,
+    /// `services` and `property/set` received.
+    pub commands: u64,
+    /// `services_reply` and `property/set_reply` sent.
+    pub replies: u64,
+    /// Messages that follow an accepted command: progress events, and `state` for authority grabs.
+    pub events: u64,
+    /// `requests` sent (the binding flow).
+    pub requests: u64,
+    /// `requests_reply` and `events_reply` received.
+    pub acks_received: u64,
+    /// Publishes that could not be queued (the connection's task had stopped).
+    pub errors: u64,
+}
+
+impl SimStats {
+    /// Everything published.
+    pub fn sent(&self) -> u64 {
+        self.topo + self.osd + self.hms + self.replies + self.events + self.requests
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    topo: AtomicU64,
+    osd: AtomicU64,
+    hms: AtomicU64,
+    commands: AtomicU64,
+    replies: AtomicU64,
+    events: AtomicU64,
+    requests: AtomicU64,
+    acks_received: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> SimStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SimStats {
+            topo: get(&self.topo),
+            osd: get(&self.osd),
+            hms: get(&self.hms),
+            commands: get(&self.commands),
+            replies: get(&self.replies),
+            events: get(&self.events),
+            requests: get(&self.requests),
+            acks_received: get(&self.acks_received),
+            errors: get(&self.errors),
+        }
+    }
+
+    fn add(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn of(&self, kind: Kind) -> &AtomicU64 {
+        match kind {
+            Kind::Topo => &self.topo,
+            Kind::Osd => &self.osd,
+            Kind::Hms => &self.hms,
+            Kind::Reply => &self.replies,
+            Kind::Event => &self.events,
+            Kind::Request => &self.requests,
+        }
+    }
+}
+
+/// State the fleet's handle and every driver share: scripted answers (changed while running),
+/// received commands, the number of bound docks. Locks are held only to copy in or out, never
+/// across an await.
+#[derive(Default)]
+struct Shared {
+    answers: RwLock<Answers>,
+    received: Mutex<VecDeque<ReceivedCommand>>,
+    bound: AtomicUsize,
+}
+
+impl Shared {
+    fn answers(&self) -> std::sync::RwLockReadGuard<'_, Answers> {
+        // A panic elsewhere while holding the lock leaves the map itself intact.
+        self.answers.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn answers_mut(&self) -> std::sync::RwLockWriteGuard<'_, Answers> {
+        self.answers.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record(&self, command: ReceivedCommand) {
+        let mut received = self.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if received.len() >= RECEIVED_KEPT {
+            received.pop_front();
+        }
+        received.push_back(command);
+    }
+}
+
+/// A running fleet. Dropping it stops every connection at once; [`Fleet::stop`] stops them
+/// cleanly.
+pub struct Fleet {
+    docks: Vec<SimDock>,
+    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+    subscribed: Vec<watch::Receiver<bool>>,
+    tasks: JoinSet<()>,
+    stop: Shutdown,
+}
+
+impl Fleet {
+    /// Starts the fleet; connections are made in the background (see [`Fleet::ready`]).
+    pub async fn start(config: FleetConfig) -> anyhow::Result<Self> {
+        let url = BrokerUrl::parse(&config.broker)?;
+        anyhow::ensure!(config.osd_hz > 0.0 && config.osd_hz.is_finite(), "osd_hz must be positive");
+        let per_connection = config.docks_per_connection.max(1);
+        let docks: Vec<SimDock> = (1..=config.docks).map(|i| SimDock::new(&config.sn_prefix, i)).collect();
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            answers: RwLock::new(Answers { by_method: config.answers.clone(), default: config.default_answer.clone() }),
+            ..Shared::default()
+        });
+        let stop = Shutdown::new();
+        let mut tasks = JoinSet::new();
+        let mut subscribed = Vec::new();
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        for (k, group) in docks.chunks(per_connection).enumerate() {
+            let client_id = format!("{}sim{k}-{}", config.sn_prefix, &run_id[..8]);
+            let mut options = mqtt::options(&url, &client_id, Duration::from_secs(30), true, None);
+            options.set_inflight(200);
+            let (client, eventloop) = AsyncClient::new(options, 1024);
+            let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+            let (connected_tx, connected_rx) = watch::channel(0u64);
+            let (subscribed_tx, subscribed_rx) = watch::channel(false);
+            subscribed.push(subscribed_rx);
+            let filters: Vec<String> = group
+                .iter()
+                .flat_map(|d| {
+                    ["services", "requests_reply", "property/set", "events_reply"]
+                        .map(|t| protocol::thing_topic(&d.dock_sn, t))
+                })
+                .collect();
+            tasks.spawn(connection_loop(
+                eventloop,
+                client.clone(),
+                filters,
+                inbox_tx,
+                connected_tx,
+                subscribed_tx,
+                counters.clone(),
+                stop.clone(),
+            ));
+            let first_index = k * per_connection;
+            let driver = Driver {
+                docks: group.iter().enumerate().map(|(i, d)| DockState::new(d.clone(), first_index + i)).collect(),
+                bindings: match &config.binding_code {
+                    Some(code) => group.iter().map(|_| Binding::new(code.clone(), config.binding_retry)).collect(),
+                    None => Vec::new(),
+                },
+                by_sn: group.iter().enumerate().map(|(i, d)| (d.dock_sn.clone(), i)).collect(),
+                config: config.clone(),
+                out: Publisher { client, counters: counters.clone() },
+                shared: shared.clone(),
+                stop: stop.clone(),
+                pending: JoinSet::new(),
+                cursor: 0,
+            };
+            tasks.spawn(driver.run(inbox_rx, connected_rx));
+        }
+        Ok(Self { docks, counters, shared, subscribed, tasks, stop })
+    }
+
+    /// The simulated docks, in serial-number order.
+    pub fn docks(&self) -> &[SimDock] {
+        &self.docks
+    }
+
+    /// Waits until every connection is up and subscribed to its docks' command topics.
+    pub async fn ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let all = async {
+            for s in &self.subscribed {
+                let mut s = s.clone();
+                s.wait_for(|up| *up).await.context("simulator connection stopped")?;
+            }
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(timeout, all).await.context("simulated docks did not connect in time")?
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SimStats {
+        self.counters.snapshot()
+    }
+
+    /// Scripts how every dock answers `method` from now on (see [`FleetConfig::answers`] for the
+    /// keys); commands already received keep the answer they got.
+    pub fn set_answer(&self, method: &str, answer: Answer) {
+        self.shared.answers_mut().by_method.insert(method.to_string(), answer);
+    }
+
+    /// Scripts the answer to every method without an entry of its own.
+    pub fn set_default_answer(&self, answer: Answer) {
+        self.shared.answers_mut().default = answer;
+    }
+
+    /// Every `services` and `property/set` received so far (the last 100,000), in arrival order
+    /// per connection, redeliveries included.
+    pub fn received(&self) -> Vec<ReceivedCommand> {
+        let received = self.shared.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        received.iter().cloned().collect()
+    }
+
+    /// Docks whose last binding answer said they and their aircraft are bound: either
+    /// `airport_bind_status` said both already were, or `airport_organization_bind` succeeded for
+    /// both (every `err_code` 0). Always 0 without a binding code.
+    pub fn bound(&self) -> usize {
+        self.shared.bound.load(Ordering::Relaxed)
+    }
+
+    /// Stops publishing, disconnects every connection and returns the final counters.
+    pub async fn stop(mut self) -> SimStats {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.counters.snapshot()
+    }
+}
+
+/// Polls one connection: subscribes on every ConnAck, passes commands and `requests_reply` to the
+/// driver, reconnects
+/// with backoff. Never waits on anything but the network, so it never stalls the connection.
+#[allow(clippy::too_many_arguments)]
+async fn connection_loop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    inbox: mpsc::UnboundedSender<(String, bytes::Bytes)>,
+    connected: watch::Sender<u64>,
+    subscribed: watch::Sender<bool>,
+    counters: Arc<Counters>,
+    stop: Shutdown,
+) {
+    let mut backoff = Backoff::default();
+    let mut deadline = None;
+    loop {
+        let event = match deadline {
+            None => tokio::select! {
+                _ = stop.cancelled() => {
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3));
+                    continue;
+                }
+                event = eventloop.poll() => event,
+            },
+            Some(d) => match tokio::time::timeout_at(d, eventloop.poll()).await {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                // A SUBSCRIBE per 100 filters keeps packets small for any broker.
+                for chunk in filters.chunks(100) {
+                    let subs =
+                        chunk.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)).collect::<Vec<_>>();
+                    if client.try_subscribe_many(subs).is_err() {
+                        Counters::add(&counters.errors);
+                    }
+                }
+                connected.send_modify(|n| *n += 1);
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                subscribed.send_replace(true);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if p.topic.ends_with("/services") || p.topic.ends_with("/property/set") {
+                    Counters::add(&counters.commands);
+                    let _ = inbox.send((p.topic, p.payload));
+                } else if p.topic.ends_with("/requests_reply") {
+                    // The binding flow waits for it; the driver handles it off this loop.
+                    Counters::add(&counters.acks_received);
+                    let _ = inbox.send((p.topic, p.payload));
+                } else {
+                    Counters::add(&counters.acks_received);
+                }
+            }
+            Ok(Event::Outgoing(MqttOutgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                subscribed.send_replace(false);
+                if deadline.is_some() {
+                    break;
+                }
+                let delay = backoff.next_delay();
+                tracing::debug!(error = %e, "simulated docks lost the broker");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    subscribed.send_replace(false);
+}
+
+/// Which counter a published message adds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Topo,
+    Osd,
+    Hms,
+    Reply,
+    Event,
+    Request,
+}
+
+/// A message a dock publishes with QoS 1, built when it is sent so that its timestamp is the time
+/// it left.
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    /// `services_reply`, `property/set_reply`: the command's `tid` and `bid`.
+    Reply { tid: String, bid: String, method: Option<String>, data: Value },
+    /// `events`, `state`, `requests`: from the gateway, with a `tid` of its own.
+    Up { tid: String, bid: String, gateway: String, method: Option<String>, need_reply: bool, data: Value },
+}
+
+impl Body {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Body::Reply { tid, bid, method, data } => protocol::reply(tid, bid, method.as_deref(), data),
+            Body::Up { tid, bid, gateway, method, need_reply, data } => {
+                let mut v = json!({"tid": tid, "bid": bid, "timestamp": now_ms(), "gateway": gateway, "data": data});
+                if let Some(m) = method {
+                    v["method"] = json!(m);
+                }
+                if *need_reply {
+                    v["need_reply"] = json!(1);
+                }
+                v.to_string().into_bytes()
+            }
+        }
+    }
+}
+
+/// One message due `after` the previous one of its plan (or after the command, for the first).
+#[derive(Debug, Clone, PartialEq)]
+struct Message {
+    after: Duration,
+    topic: String,
+    kind: Kind,
+    body: Body,
+}
+
+/// Queues publishes on one connection and counts them.
+#[derive(Clone)]
+struct Publisher {
+    client: AsyncClient,
+    counters: Arc<Counters>,
+}
+
+impl Publisher {
+    async fn publish(&self, kind: Kind, topic: String, qos: QoS, payload: Vec<u8>) {
+        Counters::add(self.counters.of(kind));
+        if self.client.publish(topic, qos, false, payload).await.is_err() {
+            Counters::add(&self.counters.errors);
+        }
+    }
+
+    async fn send(&self, m: Message) {
+        self.publish(m.kind, m.topic, QoS::AtLeastOnce, m.body.encode()).await;
+    }
+}
+
+/// Publishes the traffic of one connection's docks and answers their commands.
+struct Driver {
+    config: FleetConfig,
+    out: Publisher,
+    docks: Vec<DockState>,
+    /// One per dock when the fleet has a binding code, else empty.
+    bindings: Vec<Binding>,
+    /// Dock index by dock serial number, to route what arrives on a dock's topics.
+    by_sn: HashMap<String, usize>,
+    shared: Arc<Shared>,
+    stop: Shutdown,
+    /// Delayed replies and progress events waiting for their time: they must not hold up the
+    /// other docks' OSD or answers.
+    pending: JoinSet<()>,
+    /// Next dock to publish OSD for.
+    cursor: usize,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<(String, bytes::Bytes)>,
+        mut connected: watch::Receiver<u64>,
+    ) {
+        // Spread the docks' OSD evenly over each period instead of bursting them all at once.
+        let period = 1.0 / self.config.osd_hz;
+        let count = self.docks.len();
+        let tick = Duration::from_secs_f64((period / count.max(1) as f64).max(0.002));
+        let per_tick = tick.as_secs_f64() / period * count as f64;
+        let hms_probability =
+            self.config.hms_every.map_or(0.0, |every| (period / every.as_secs_f64().max(1e-3)).min(1.0));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut binding_check = tokio::time::interval(BINDING_CHECK);
+        binding_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut due = 0.0f64;
+        let started = Instant::now();
+
+        loop {
+            let online = *connected.borrow() > 0;
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                changed = connected.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    // A dock announces its topology on every (re)connection, just before its next
+                    // OSD: spread like the OSD, not a burst of thousands at once that a broker's
+                    // queue limit for the bridge would cut.
+                    for d in &mut self.docks {
+                        d.announce = true;
+                    }
+                }
+                Some((topic, payload)) = inbox.recv() => self.on_message(&topic, &payload).await,
+                Some(_) = self.pending.join_next(), if !self.pending.is_empty() => {}
+                _ = binding_check.tick(), if online && !self.bindings.is_empty() => self.check_bindings().await,
+                _ = ticker.tick(), if online => {
+                    due += per_tick;
+                    let t = started.elapsed().as_secs_f64();
+                    while due >= 1.0 {
+                        due -= 1.0;
+                        self.publish_next(t, hms_probability).await;
+                    }
+                }
+            }
+        }
+        self.pending.abort_all();
+        while self.pending.join_next().await.is_some() {}
+        let _ = self.out.client.disconnect().await;
+    }
+
+    /// The next dock's OSD, preceded by its topology (and binding check) after a connection.
+    async fn publish_next(&mut self, t: f64, hms_probability: f64) {
+        let i = self.cursor;
+        self.cursor = (i + 1) % self.docks.len();
+        let d = &mut self.docks[i];
+        d.advance(t);
+        let out = &self.out;
+        if std::mem::take(&mut d.announce) {
+            let topic = format!("sys/product/{}/status", d.ids.dock_sn);
+            out.publish(Kind::Topo, topic, QoS::AtLeastOnce, d.update_topo().to_string().into_bytes()).await;
+            // A real dock checks its binding once it has told the cloud who it is.
+            if let Some(b) = self.bindings.get_mut(i) {
+                out.send(b.start(&d.ids, Instant::now())).await;
+            }
+        }
+        let qos = self.config.osd_qos;
+        out.publish(
+            Kind::Osd,
+            protocol::thing_topic(&d.ids.dock_sn, "osd"),
+            qos,
+            d.dock_osd().to_string().into_bytes(),
+        )
+        .await;
+        out.publish(
+            Kind::Osd,
+            protocol::thing_topic(&d.ids.drone_sn, "osd"),
+            qos,
+            d.drone_osd().to_string().into_bytes(),
+        )
+        .await;
+        if hms_probability > 0.0 && rand::thread_rng().gen_bool(hms_probability) {
+            let topic = protocol::thing_topic(&d.ids.dock_sn, "events");
+            out.publish(Kind::Hms, topic, QoS::AtLeastOnce, d.hms().to_string().into_bytes()).await;
+        }
+    }
+
+    /// A message on one of the docks' topics.
+    async fn on_message(&mut self, topic: &str, payload: &[u8]) {
+        let Some(Topic { sn, kind }) = Topic::parse(topic) else { return };
+        let Some(&i) = self.by_sn.get(&sn) else { return };
+        let command_topic = match kind {
+            TopicKind::Services => CommandTopic::Services,
+            TopicKind::PropertySet => CommandTopic::PropertySet,
+            TopicKind::Other(k) if k == "thing/requests_reply" => return self.on_requests_reply(i, payload).await,
+            _ => return,
+        };
+        // A payload that is not a JSON object cannot be answered: a real dock drops it too.
+        let Some(command) = Envelope::parse(payload) else { return };
+        self.shared.record(ReceivedCommand {
+            dock_sn: sn,
+            topic: topic.to_string(),
+            tid: command.tid.clone(),
+            bid: command.bid.clone(),
+            method: match command_topic {
+                CommandTopic::Services => command.method.clone(),
+                CommandTopic::PropertySet => PROPERTY_SET.to_string(),
+            },
+            data: command.data.clone(),
+            at: Instant::now(),
+        });
+        let plan = services::plan(
+            &self.docks[i],
+            command_topic,
+            &command,
+            &self.shared.answers(),
+            self.config.progress_interval,
+        );
+        if let Some(effect) = plan.effect {
+            effect.apply(&mut self.docks[i]);
+        }
+        self.send(plan.messages).await;
+    }
+
+    async fn on_requests_reply(&mut self, i: usize, payload: &[u8]) {
+        let (Some(binding), Some(reply)) = (self.bindings.get_mut(i), Envelope::parse(payload)) else { return };
+        let was_bound = binding.is_bound();
+        let next = binding.on_reply(&self.docks[i].ids, &reply.tid, &reply.data, Instant::now());
+        self.count_bound(was_bound, self.bindings[i].is_bound());
+        if let Some(m) = next {
+            self.out.send(m).await;
+        }
+    }
+
+    /// Starts the binding flow again where a reply never came or a retry is due.
+    async fn check_bindings(&mut self) {
+        let now = Instant::now();
+        for (b, d) in self.bindings.iter_mut().zip(&self.docks) {
+            if let Some(m) = b.poll(&d.ids, now) {
+                self.out.send(m).await;
+            }
+        }
+    }
+
+    fn count_bound(&self, was: bool, is: bool) {
+        match (was, is) {
+            (false, true) => {
+                self.shared.bound.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.shared.bound.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Publishes what is due now at once (in order) and leaves the rest to a task of its own.
+    async fn send(&mut self, messages: Vec<Message>) {
+        let mut messages = messages.into_iter().peekable();
+        while let Some(m) = messages.next_if(|m| m.after.is_zero()) {
+            self.out.send(m).await;
+        }
+        let later: Vec<Message> = messages.collect();
+        if later.is_empty() {
+            return;
+        }
+        let (out, stop) = (self.out.clone(), self.stop.clone());
+        self.pending.spawn(async move {
+            for m in later {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(m.after) => {}
+                }
+                out.send(m).await;
+            }
+        });
+    }
+}
+
+fn now_ms() -> i64 {
+    shared::time::now_ms()
+}
+
+fn tid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_numbers() {
+        assert_eq!(SimDock::new("X", 7), SimDock { dock_sn: "XDOCK0007".into(), drone_sn: "XUAV0007".into() });
+    }
+
+    #[test]
+    fn received_commands_are_bounded() {
+        let shared = Shared::default();
+        for n in 0..RECEIVED_KEPT + 5 {
+            shared.record(ReceivedCommand {
+                dock_sn: "X".into(),
+                topic: String::new(),
+                tid: n.to_string(),
+                bid: String::new(),
+                method: String::new(),
+                data: Value::Null,
+                at: Instant::now(),
+            });
+        }
+        let received = shared.received.lock().unwrap();
+        assert_eq!(received.len(), RECEIVED_KEPT);
+        assert_eq!(received.front().unwrap().tid, "5");
+    }
+
+    #[test]
+    fn up_messages_carry_gateway_and_need_reply() {
+        let body = Body::Up {
+            tid: "t".into(),
+            bid: "b".into(),
+            gateway: "G".into(),
+            method: Some("cover_open".into()),
+            need_reply: true,
+            data: json!({"result": 0}),
+        };
+        let v: Value = serde_json::from_slice(&body.encode()).unwrap();
+        assert_eq!(
+            (v["tid"].as_str(), v["bid"].as_str(), v["gateway"].as_str(), v["need_reply"].as_i64()),
+            (Some("t"), Some("b"), Some("G"), Some(1))
+        );
+        assert!(v["timestamp"].as_i64().unwrap() > 0);
+    }
+}
