@@ -77,10 +77,48 @@ pub async fn serve(listener: TcpListener, storage: Storage, shutdown: Shutdown) 
         StatusCode::BAD_REQUEST
     });
     let app = axum::Router::new().fallback_service(service);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let sweep_stop = shutdown.child_token();
+    let sweeper = tokio::spawn(sweep_abandoned_uploads(storage.store(), sweep_stop.clone()));
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-        .context("S3 endpoint")
+        .context("S3 endpoint");
+    sweep_stop.cancel();
+    let _ = sweeper.await;
+    served
+}
+
+/// A multipart upload neither completed nor aborted within this time is removed with its parts
+/// (a device that lost power mid-upload starts a new one; S3 offers the same as a lifecycle rule).
+const ABANDONED_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// How often abandoned uploads are looked for. Every replica may sweep: deleting twice is harmless.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+async fn sweep_abandoned_uploads(store: Arc<dyn ObjectStore>, shutdown: Shutdown) {
+    loop {
+        if let Err(e) = sweep_once(&store, chrono::Utc::now() - ABANDONED_AFTER).await {
+            tracing::warn!(error = ?e, "S3 endpoint: sweeping abandoned multipart uploads");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+    }
+}
+
+/// Removes the uploads created before `before`; answers how many.
+pub async fn sweep_once(store: &Arc<dyn ObjectStore>, before: chrono::DateTime<chrono::Utc>) -> S3Result<usize> {
+    let markers: Vec<object_store::ObjectMeta> = store
+        .list(Some(&Path::from(UPLOADS)))
+        .try_filter(|m| futures::future::ready(m.location.filename() == Some("key") && m.last_modified < before))
+        .try_collect()
+        .await
+        .map_err(internal)?;
+    for m in &markers {
+        let dir: Path = m.location.parts().take(2).collect();
+        remove_dir(store, &dir).await?;
+    }
+    Ok(markers.len())
 }
 
 struct Auth {

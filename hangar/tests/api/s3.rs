@@ -365,3 +365,49 @@ async fn a_bound_dock_uploads_with_the_credentials_of_storage_config_get() {
     f.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn presigned_links_download_and_abandoned_uploads_are_swept() {
+    let app = TestApp::spawn().await;
+    let token = app.pilot_token().await;
+    let d = sts(&app, &token).await;
+    let endpoint = app.s3_base.clone().unwrap();
+    let c = creds(&d);
+    let key = format!("media/{WS}/DJI_presigned.JPG");
+    let r = boto3(
+        &endpoint,
+        "hangar",
+        vec![
+            step(&c, json!({"op": "put", "key": key, "body": "presigned bytes"})),
+            step(&c, json!({"op": "presign_get", "key": key})),
+            step(&c, json!({"op": "multipart_leave", "key": format!("media/{WS}/left.bin")})),
+        ],
+    )
+    .await;
+    // a pre-signed GET (security token in the query) works without any header
+    let url = r[1]["url"].as_str().unwrap();
+    assert!(url.contains("X-Amz-Security-Token="), "{url}");
+    let got = reqwest::get(url).await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.text().await.unwrap(), "presigned bytes");
+    let tampered = url.replace("DJI_presigned", "DJI_other");
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    // the abandoned upload: its part waits until a sweep finds it older than the limit
+    let upload_id = r[2]["upload_id"].as_str().unwrap().to_string();
+    assert_eq!(stored_files(&app.config.storage_dir).len(), 3, "object, upload marker and part");
+    let store = shared::storage::Storage::new(&app.config).unwrap().store();
+    let old = chrono::Utc::now() - chrono::TimeDelta::hours(1);
+    assert_eq!(command_api::s3_endpoint::sweep_once(&store, old).await.unwrap(), 0, "a recent upload stays");
+    let later = chrono::Utc::now() + chrono::TimeDelta::minutes(1);
+    assert_eq!(command_api::s3_endpoint::sweep_once(&store, later).await.unwrap(), 1);
+    assert_eq!(stored_files(&app.config.storage_dir).len(), 1, "only the object is left");
+    let r = boto3(
+        &endpoint,
+        "hangar",
+        vec![step(&c, json!({"op": "upload_part", "key": format!("media/{WS}/left.bin"), "upload_id": upload_id}))],
+    )
+    .await;
+    assert_eq!(r[0]["code"], "NoSuchUpload", "{r:?}");
+    app.stop().await;
+}

@@ -125,6 +125,17 @@ def run(cfg, step):
             return {"ok": True}
         except ClientError as e:
             return {"ok": True, "after_abort": e.response["Error"]["Code"]}
+    if op == "multipart_leave":
+        # an upload a device gives up: created, one part, never completed nor aborted
+        up = s3.create_multipart_upload(Bucket=b, Key=key)["UploadId"]
+        s3.upload_part(Bucket=b, Key=key, UploadId=up, PartNumber=1, Body=b"z" * 1024)
+        return {"ok": True, "upload_id": up}
+    if op == "upload_part":
+        s3.upload_part(Bucket=b, Key=key, UploadId=step["upload_id"], PartNumber=2, Body=b"z")
+        return {"ok": True}
+    if op == "presign_get":
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": b, "Key": key}, ExpiresIn=600)
+        return {"ok": True, "url": url}
     raise ValueError(f"unknown op {op}")
 
 
