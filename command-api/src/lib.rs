@@ -7,7 +7,8 @@
 //! - [`login`]: LoginController (login, token refresh).
 //! - [`users`]: UserController writes (MQTT credentials).
 //! - [`media`]: MediaController (fast-upload, tiny-fingerprints, upload-callback, group-upload-callback).
-//! - [`storage`]: StorageController (STS credentials).
+//! - [`storage`]: StorageController (upload credentials, also for docks' `storage_config_get`).
+//! - [`s3_endpoint`]: the S3-compatible endpoint over the local object folder (default run).
 //! - [`devices`]: DeviceController and DeviceHmsController writes (bind, unbind, update, property set).
 //! - [`control`]: the Dock controller (remote debugging, fly-to, takeoff, authority, payload).
 //! - [`device_service`]: the one path of every command to a device and its answer.
@@ -19,6 +20,7 @@ pub mod device_service;
 pub mod devices;
 pub mod login;
 pub mod media;
+pub mod s3_endpoint;
 pub mod storage;
 pub mod users;
 
@@ -123,8 +125,9 @@ pub fn spawn_tasks(
 }
 
 /// Runs command-api alone on `config.listen` until `shutdown`.
-pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, shutdown: shared::Shutdown) -> anyhow::Result<()> {
     let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
+    let s3_listener = s3_endpoint::bind(&mut config).await?;
     let storage = Storage::new(&config)?;
     let nats = shared::nats::connect(&config).await?;
     let js = async_nats::jetstream::new(nats);
@@ -134,6 +137,9 @@ pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<(
     let state = AppState::new(config, pool, storage, js);
     let mut tasks = tokio::task::JoinSet::new();
     spawn_tasks(&state, &shutdown, &mut tasks);
+    if let Some(l) = s3_listener {
+        tasks.spawn(s3_endpoint::serve(l, state.storage.clone(), shutdown.clone()));
+    }
     let app = shared::http::finish(router(state));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     while let Some(r) = tasks.join_next().await {

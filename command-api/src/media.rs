@@ -82,6 +82,8 @@ pub async fn upload_callback(
     Path(workspace_id): Path<String>,
     DjiJson(body): DjiJson<UploadCallback>,
 ) -> ApiResult<Response> {
+    // a key outside the workspace's folder would later be read on this workspace's behalf
+    s.storage.check_object_key(&workspace_id, &body.object_key).map_err(|e| ApiError::failed(e.to_string()))?;
     let ext = body.ext.unwrap_or_default();
     let metadata_value = match body.metadata {
         None | Some(Value::Null) => Value::Object(Default::default()),

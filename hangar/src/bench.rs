@@ -1,6 +1,7 @@
 //! `hangar bench`: upload-callbacks per second at saturation, latency at half that load, and
 //! projection lag, beside PostgreSQL's own single-row insert rate (pgbench) measured in the same run
-//! against the same server.
+//! against the same server; OSD throughput (`bench_devices`); uploads through the S3 endpoint
+//! beside a plain file copy (`bench_storage`).
 //!
 //! It starts a whole Hangar in this process on a fresh database and NATS prefix, so it measures
 //! the real path: HTTP → command → Postgres (event + outbox) → relay → JetStream → projector →
@@ -29,8 +30,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to the
-    /// WebSocket against the broker) or `services` (commands to docks and their answers against
-    /// the broker's own request/reply).
+    /// WebSocket against the broker), `services` (commands to docks and their answers against
+    /// the broker's own request/reply) or `storage` (an upload through the S3 endpoint against a
+    /// file copy).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -41,6 +43,7 @@ pub struct Report {
     pub media: Option<MediaReport>,
     pub devices: Option<crate::bench_devices::DeviceReport>,
     pub services: Option<crate::bench_services::ServicesReport>,
+    pub storage: Option<crate::bench_storage::StorageReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -52,6 +55,9 @@ impl std::fmt::Display for Report {
             writeln!(f, "{d}")?;
         }
         if let Some(s) = &self.services {
+            writeln!(f, "{s}")?;
+        }
+        if let Some(s) = &self.storage {
             write!(f, "{s}")?;
         }
         Ok(())
@@ -118,6 +124,7 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
     config.nats_prefix = tag.clone();
     config.listen = "127.0.0.1:0".parse()?;
     config.storage_dir = std::env::temp_dir().join(&tag);
+    config.s3_endpoint_listen = "127.0.0.1:0".parse()?;
 
     config.mqtt_client_id = format!("{tag}-bridge");
     config.mqtt_share_group = tag.clone();
@@ -149,7 +156,15 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices, services })
+        let storage = match args.only.as_deref() {
+            None | Some("storage") => {
+                let http = reqwest::Client::new();
+                let token = login(&http, &base_url, "pilot", "pilot123", 2).await?;
+                Some(crate::bench_storage::run(&config, &base_url, &token).await?)
+            }
+            _ => None,
+        };
+        Ok(Report { media, devices, services, storage })
     }
     .await;
     running.stop().await.ok();
@@ -267,7 +282,7 @@ async fn login(
 
 async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
     let body = json!({
-        "object_key": format!("media/bench/DJI_{n:08}.JPG"),
+        "object_key": format!("media/{WORKSPACE}/bench/DJI_{n:08}.JPG"),
         "name": format!("DJI_{n:08}.JPG"),
         "path": "bench",
         "fingerprint": format!("{n:032x}"),

@@ -1,10 +1,13 @@
 //! Hangar in one process: command-api and query-api on one port, the projectors (outbox relay and
 //! projections) and the mqtt-bridge, sharing one Postgres pool and one NATS connection. Also the
 //! operator and analyst commands: [`replay`], [`rebuild`](projectors::runner::rebuild) and [`bench`].
+//! With the local object store it also serves the S3-compatible endpoint devices upload to
+//! (`command_api::s3_endpoint`).
 
 pub mod bench;
 pub mod bench_devices;
 pub mod bench_services;
+pub mod bench_storage;
 pub mod replay;
 
 use std::net::SocketAddr;
@@ -45,6 +48,8 @@ impl Components {
 pub struct Running {
     /// Where the HTTP API listens (when `api` runs).
     pub addr: Option<SocketAddr>,
+    /// Where the S3-compatible endpoint listens (when `api` runs on the local object folder).
+    pub s3_addr: Option<SocketAddr>,
     pub shutdown: Shutdown,
     pub tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -79,7 +84,7 @@ impl Running {
 }
 
 /// Prepares Postgres (database, migrations) and JetStream (streams), then starts the components.
-pub async fn start(config: Config, components: Components, shutdown: Shutdown) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config, components: Components, shutdown: Shutdown) -> anyhow::Result<Running> {
     if config.jwt_secret == shared::config::DEFAULT_JWT_SECRET {
         tracing::warn!("HANGAR_JWT_SECRET is DJI's sample secret; set your own outside a laboratory");
     }
@@ -90,8 +95,14 @@ pub async fn start(config: Config, components: Components, shutdown: Shutdown) -
     shared::nats::ensure_streams(&js, &names, &config).await?;
     let mut tasks = JoinSet::new();
     let mut addr = None;
+    let mut s3_addr = None;
     if components.api {
+        let s3_listener = command_api::s3_endpoint::bind(&mut config).await?;
         let storage = Storage::new(&config)?;
+        if let Some(l) = s3_listener {
+            s3_addr = Some(l.local_addr()?);
+            tasks.spawn(command_api::s3_endpoint::serve(l, storage.clone(), shutdown.clone()));
+        }
         let hub = query_api::ws::Hub::new(shutdown.clone());
         let commands = command_api::AppState::new(config.clone(), pool.clone(), storage.clone(), js.clone());
         command_api::spawn_tasks(&commands, &shutdown, &mut tasks);
@@ -115,7 +126,7 @@ pub async fn start(config: Config, components: Components, shutdown: Shutdown) -
     if components.bridge {
         tasks.spawn(mqtt_bridge::run(config.clone(), shutdown.clone()));
     }
-    Ok(Running { addr, shutdown, tasks })
+    Ok(Running { addr, s3_addr, shutdown, tasks })
 }
 
 /// Loads HMS texts (DJI's hms.json: `{"<key>": {"en": "...", "zh": "..."}}`) into the dictionary

@@ -99,15 +99,31 @@ pub struct Config {
     #[arg(long, env = "HANGAR_STS_ROLE_ARN", default_value = "arn:aws:iam::000000000000:role/hangar-upload")]
     pub sts_role_arn: String,
 
-    /// Validity of STS credentials in seconds.
+    /// Validity in seconds of the temporary upload credentials handed to Pilot 2 and docks (default
+    /// 3600): asked of STS on the S3 path, minted by Hangar for its own S3 endpoint on the local
+    /// path. Clients are told 300 s less, so that they renew in time.
     #[arg(long, env = "HANGAR_STS_DURATION_SECS", default_value_t = 3600)]
     pub sts_duration_secs: i64,
+
+    /// Where the S3-compatible endpoint over the local object folder listens (default
+    /// `127.0.0.1:6790`; port 0 picks a free port). Served only with `HANGAR_STORAGE=local`. Bind it
+    /// where devices can reach it (e.g. `0.0.0.0:6790`).
+    #[arg(long, env = "HANGAR_S3_ENDPOINT_LISTEN", default_value = "127.0.0.1:6790")]
+    pub s3_endpoint_listen: SocketAddr,
+
+    /// Object storage address as DJI Pilot 2 and docks must reach it, e.g.
+    /// `http://192.168.1.20:6790`: the `endpoint` handed out with upload credentials. Empty (the
+    /// default) means, with the local store, `http://<the address the S3 endpoint listens on>`
+    /// (which suits only clients on this host) and, with S3, `HANGAR_S3_ENDPOINT` (or AWS's).
+    #[arg(long, env = "HANGAR_S3_PUBLIC_ENDPOINT", default_value = "")]
+    pub s3_public_endpoint: String,
 
     /// `provider` reported with the credentials: `minio`, `aws` or `ali`.
     #[arg(long, env = "HANGAR_STORAGE_PROVIDER", default_value = "minio")]
     pub storage_provider: String,
 
-    /// Folder inside the bucket where devices upload.
+    /// Folder inside the bucket where devices upload (default `media`). Each workspace gets its own
+    /// folder under it, `<prefix>/<workspace_id>/`, and its credentials reach nothing else.
     #[arg(long, env = "HANGAR_OBJECT_KEY_PREFIX", default_value = "media")]
     pub object_key_prefix: String,
 

@@ -1,6 +1,16 @@
 //! Object storage through `object_store`: a local folder by default, any S3-compatible store by
 //! configuration. Download links are pre-signed (S3) or HMAC-signed links served by query-api
-//! (local folder). Temporary upload credentials for DJI Pilot 2 and docks come from STS AssumeRole.
+//! (local folder).
+//!
+//! DJI Pilot 2 and docks upload straight into the store with temporary credentials, each workspace
+//! under its own folder `<object_key_prefix>/<workspace_id>/` ([`workspace_prefix`]):
+//! - S3 path: STS AssumeRole with a session policy that allows only that folder;
+//! - local path: Hangar mints the credentials itself ([`UploadKeys`]) for its own S3-compatible
+//!   endpoint over the folder (command-api's `s3_endpoint`). They are stateless: the access key id
+//!   carries the workspace and the expiry, the secret and the session token are HMACs of it under a
+//!   key derived from `HANGAR_JWT_SECRET`, so every replica checks them without shared state.
+//!
+//! Object keys that clients report afterwards are checked with [`check_object_key`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +43,7 @@ enum Backend {
 
 struct Inner {
     backend: Backend,
+    upload_keys: UploadKeys,
     config: Config,
     http: reqwest::Client,
 }
@@ -57,6 +68,152 @@ pub struct Credentials {
     pub expire: i64,
 }
 
+/// Why a reported object key is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectKeyError {
+    #[error("object_key is empty.")]
+    Empty,
+    #[error("object_key must be a relative path inside the bucket, not {0:?}.")]
+    Absolute(String),
+    #[error("object_key {0:?} has an empty, \".\" or \"..\" segment or a character not allowed in a key.")]
+    BadSegment(String),
+    #[error("object_key {key:?} is outside this workspace's folder {prefix}/.")]
+    OutsideWorkspace { key: String, prefix: String },
+}
+
+/// The folder of a workspace inside the bucket, without a trailing slash: `<root>/<workspace_id>`.
+/// It is the `object_key_prefix` handed to clients with their credentials.
+pub fn workspace_prefix(root: &str, workspace_id: &str) -> String {
+    let root = root.trim_matches('/');
+    if root.is_empty() {
+        workspace_id.to_string()
+    } else {
+        format!("{root}/{workspace_id}")
+    }
+}
+
+/// Checks an object key a client reports for `workspace_id` (upload callbacks): a relative path
+/// of plain segments (no `..`, `.` or empty segment, no backslash or control character) inside the
+/// workspace's folder `<root>/<workspace_id>/`. Keys elsewhere would later be read on this
+/// workspace's behalf: another workspace's object in a shared bucket, or a file outside the folder.
+pub fn check_object_key(root: &str, workspace_id: &str, key: &str) -> Result<(), ObjectKeyError> {
+    if key.is_empty() {
+        return Err(ObjectKeyError::Empty);
+    }
+    if key.starts_with('/') || key.starts_with('\\') || key.get(1..3) == Some(":\\") || key.get(1..3) == Some(":/") {
+        return Err(ObjectKeyError::Absolute(key.to_string()));
+    }
+    let bad_segment =
+        |seg: &str| seg.is_empty() || seg == "." || seg == ".." || seg.chars().any(|c| c == '\\' || c.is_control());
+    if key.split('/').any(bad_segment) {
+        return Err(ObjectKeyError::BadSegment(key.to_string()));
+    }
+    let prefix = workspace_prefix(root, workspace_id);
+    let inside =
+        key.strip_prefix(prefix.as_str()).and_then(|rest| rest.strip_prefix('/')).is_some_and(|r| !r.is_empty());
+    // the workspace id comes from the path: it must be one plain segment itself
+    if !inside || workspace_id.is_empty() || workspace_id.contains('/') || bad_segment(workspace_id) {
+        return Err(ObjectKeyError::OutsideWorkspace { key: key.to_string(), prefix });
+    }
+    Ok(())
+}
+
+/// Marks access key ids minted by [`UploadKeys`].
+const KEY_ID_TAG: &str = "HNG";
+/// Hex digits of the expiry (Unix seconds) in a key id.
+const KEY_ID_EXPIRY_DIGITS: usize = 10;
+
+/// Temporary upload credentials for the local store's S3 endpoint, minted and checked without
+/// state: access key id = `HNG` + expiry (10 hex digits, Unix seconds) + the workspace id in hex;
+/// secret and session token = HMAC-SHA256 of the key id under two keys derived from the server
+/// secret. A changed workspace or expiry changes the key id, and with it the secret the request
+/// must be signed with.
+#[derive(Clone)]
+pub struct UploadKeys {
+    secret_key: [u8; 32],
+    token_key: [u8; 32],
+}
+
+/// What a valid access key id grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadGrant {
+    pub workspace_id: String,
+    /// Unix seconds after which the credentials are refused.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadKeyError {
+    #[error("the access key id was not issued by this installation")]
+    Unknown,
+    #[error("the credentials expired")]
+    Expired,
+}
+
+impl UploadKeys {
+    pub fn new(server_secret: &str) -> Self {
+        let derive = |purpose: &str| {
+            let mut k = [0u8; 32];
+            k.copy_from_slice(&hmac_sha256(server_secret.as_bytes(), purpose.as_bytes()));
+            k
+        };
+        Self {
+            secret_key: derive("hangar upload credentials: secret"),
+            token_key: derive("hangar upload credentials: token"),
+        }
+    }
+
+    /// Credentials for `workspace_id` valid until `expires_at` (Unix seconds); `expire` is the
+    /// validity DJI clients are told (300 s less than the real one, so they renew in time).
+    pub fn mint(&self, workspace_id: &str, expires_at: i64) -> Credentials {
+        let key_id = format!(
+            "{KEY_ID_TAG}{:0width$X}{}",
+            expires_at.max(0),
+            hex::encode_upper(workspace_id.as_bytes()),
+            width = KEY_ID_EXPIRY_DIGITS
+        );
+        Credentials {
+            access_key_secret: self.secret(&key_id),
+            security_token: self.token(&key_id),
+            expire: (expires_at - Utc::now().timestamp() - 300).max(0),
+            access_key_id: key_id,
+        }
+    }
+
+    /// The secret that belongs to `key_id` (whatever it claims: a forged key id gets a secret its
+    /// maker does not know, so its signatures never match).
+    pub fn secret(&self, key_id: &str) -> String {
+        hex::encode(hmac_sha256(&self.secret_key, key_id.as_bytes()))
+    }
+
+    /// The session token that must come with `key_id` (`x-amz-security-token`).
+    pub fn token(&self, key_id: &str) -> String {
+        hex::encode(hmac_sha256(&self.token_key, key_id.as_bytes()))
+    }
+
+    /// Reads a key id; refuses ids not of this form and expired ones.
+    pub fn open(&self, key_id: &str, now: i64) -> Result<UploadGrant, UploadKeyError> {
+        let rest = key_id.strip_prefix(KEY_ID_TAG).ok_or(UploadKeyError::Unknown)?;
+        let (expiry, workspace) = (rest.get(..KEY_ID_EXPIRY_DIGITS), rest.get(KEY_ID_EXPIRY_DIGITS..));
+        let expires_at = expiry.and_then(|e| i64::from_str_radix(e, 16).ok()).ok_or(UploadKeyError::Unknown)?;
+        let workspace_id = workspace
+            .and_then(|w| hex::decode(w).ok())
+            .and_then(|w| String::from_utf8(w).ok())
+            .filter(|w| !w.is_empty())
+            .ok_or(UploadKeyError::Unknown)?;
+        if expires_at <= now {
+            return Err(UploadKeyError::Expired);
+        }
+        Ok(UploadGrant { workspace_id, expires_at })
+    }
+
+    /// Constant-time check of a session token.
+    pub fn token_matches(&self, key_id: &str, token: &str) -> bool {
+        let expected = self.token(key_id);
+        expected.len() == token.len() && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
 impl Storage {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let backend = match config.storage.as_str() {
@@ -71,6 +228,7 @@ impl Storage {
         Ok(Self {
             inner: Arc::new(Inner {
                 backend,
+                upload_keys: UploadKeys::new(&config.jwt_secret),
                 config: config.clone(),
                 http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
             }),
@@ -124,32 +282,101 @@ impl Storage {
         matches!(self.inner.backend, Backend::Local(_))
     }
 
-    /// Temporary credentials for uploading into the bucket (DJI's STS answer).
-    pub async fn sts_credentials(&self) -> anyhow::Result<StsCredentials> {
+    /// The keys that mint and check the local endpoint's upload credentials.
+    pub fn upload_keys(&self) -> &UploadKeys {
+        &self.inner.upload_keys
+    }
+
+    /// The configuration this store was made with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The folder of a workspace inside the bucket (see [`workspace_prefix`]).
+    pub fn workspace_prefix(&self, workspace_id: &str) -> String {
+        workspace_prefix(&self.inner.config.object_key_prefix, workspace_id)
+    }
+
+    /// Checks an object key reported for `workspace_id` (see [`check_object_key`]).
+    pub fn check_object_key(&self, workspace_id: &str, key: &str) -> Result<(), ObjectKeyError> {
+        check_object_key(&self.inner.config.object_key_prefix, workspace_id, key)
+    }
+
+    /// Temporary credentials that let DJI Pilot 2 or a dock upload into `workspace_id`'s folder and
+    /// nowhere else (DJI's STS answer, also the `storage_config_get` reply): minted by Hangar for
+    /// its own S3 endpoint with the local store, from STS AssumeRole with a session policy on S3.
+    pub async fn credentials_for(&self, workspace_id: &str) -> anyhow::Result<StsCredentials> {
         let c = &self.inner.config;
-        if self.is_local() {
-            bail!("STS needs an S3-compatible object store (HANGAR_STORAGE=s3); this installation stores objects in a local folder");
+        if workspace_id.is_empty() || workspace_id.contains('/') || workspace_id == "." || workspace_id == ".." {
+            bail!("workspace id {workspace_id:?} cannot name a folder");
         }
-        let creds = assume_role(&self.inner.http, c).await?;
-        let expire = (creds.expiration - Utc::now()).num_seconds().min(c.sts_duration_secs) - 300;
+        let prefix = self.workspace_prefix(workspace_id);
+        let (credentials, endpoint) = match &self.inner.backend {
+            Backend::Local(_) => {
+                let expires_at = Utc::now().timestamp() + c.sts_duration_secs.max(1);
+                (self.inner.upload_keys.mint(workspace_id, expires_at), local_endpoint(c))
+            }
+            Backend::S3(_) => {
+                let policy = session_policy(&c.s3_bucket, &prefix);
+                let creds = assume_role(&self.inner.http, c, &policy).await?;
+                let expire = (creds.expiration - Utc::now()).num_seconds().min(c.sts_duration_secs) - 300;
+                let endpoint = if !c.s3_public_endpoint.is_empty() {
+                    c.s3_public_endpoint.trim_end_matches('/').to_string()
+                } else if c.s3_endpoint.is_empty() {
+                    format!("https://s3.{}.amazonaws.com", c.s3_region)
+                } else {
+                    c.s3_endpoint.clone()
+                };
+                let credentials = Credentials {
+                    access_key_id: creds.access_key_id,
+                    access_key_secret: creds.secret_access_key,
+                    security_token: creds.session_token,
+                    expire: expire.max(0),
+                };
+                (credentials, endpoint)
+            }
+        };
         Ok(StsCredentials {
             bucket: c.s3_bucket.clone(),
-            credentials: Credentials {
-                access_key_id: creds.access_key_id,
-                access_key_secret: creds.secret_access_key,
-                security_token: creds.session_token,
-                expire: expire.max(0),
-            },
-            endpoint: if c.s3_endpoint.is_empty() {
-                format!("https://s3.{}.amazonaws.com", c.s3_region)
-            } else {
-                c.s3_endpoint.clone()
-            },
-            object_key_prefix: c.object_key_prefix.clone(),
+            credentials,
+            endpoint,
+            object_key_prefix: prefix,
             provider: c.storage_provider.clone(),
             region: c.s3_region.clone(),
         })
     }
+}
+
+/// The endpoint devices are told for the local store.
+fn local_endpoint(c: &Config) -> String {
+    if c.s3_public_endpoint.is_empty() {
+        format!("http://{}", c.s3_endpoint_listen)
+    } else {
+        c.s3_public_endpoint.trim_end_matches('/').to_string()
+    }
+}
+
+/// The session policy of AssumeRole: the temporary credentials can do no more than this allows
+/// (and the role allows), whatever the role's own policy: read and write objects under the
+/// workspace's folder, list only that folder.
+pub fn session_policy(bucket: &str, prefix: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                "Resource": [format!("arn:aws:s3:::{bucket}/{prefix}/*")]
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [format!("arn:aws:s3:::{bucket}")],
+                "Condition": {"StringLike": {"s3:prefix": [format!("{prefix}/*")]}}
+            }
+        ]
+    })
+    .to_string()
 }
 
 fn s3_builder(config: &Config) -> AmazonS3Builder {
@@ -176,7 +403,7 @@ struct AssumedRole {
 }
 
 /// STS AssumeRole with the service account's keys, signed with AWS Signature Version 4.
-async fn assume_role(http: &reqwest::Client, c: &Config) -> anyhow::Result<AssumedRole> {
+async fn assume_role(http: &reqwest::Client, c: &Config, policy: &str) -> anyhow::Result<AssumedRole> {
     let endpoint = if !c.sts_endpoint.is_empty() {
         c.sts_endpoint.clone()
     } else if !c.s3_endpoint.is_empty() {
@@ -190,8 +417,9 @@ async fn assume_role(http: &reqwest::Client, c: &Config) -> anyhow::Result<Assum
         None => url.host_str().unwrap_or_default().to_string(),
     };
     let body = format!(
-        "Action=AssumeRole&DurationSeconds={}&RoleArn={}&RoleSessionName={}&Version=2011-06-15",
+        "Action=AssumeRole&DurationSeconds={}&Policy={}&RoleArn={}&RoleSessionName={}&Version=2011-06-15",
         c.sts_duration_secs,
+        uri_encode(policy),
         uri_encode(&c.sts_role_arn),
         uri_encode(&format!("hangar-{}", Utc::now().timestamp_millis()))
     );
@@ -286,5 +514,57 @@ mod tests {
         assert!(!s.verify_local_link("media/b.jpg", i64::MAX, &sig));
         let past = Utc::now().timestamp() - 1;
         assert!(!s.verify_local_link("media/a.jpg", past, &s.local_signature("media/a.jpg", past)));
+    }
+
+    #[test]
+    fn object_keys_stay_inside_the_workspace_folder() {
+        let ok = |k: &str| check_object_key("media", "ws-1", k);
+        assert_eq!(ok("media/ws-1/DJI_0001.JPG"), Ok(()));
+        assert_eq!(ok("media/ws-1/job/DJI_0001.JPG"), Ok(()));
+        assert!(matches!(ok(""), Err(ObjectKeyError::Empty)));
+        assert!(matches!(ok("/etc/passwd"), Err(ObjectKeyError::Absolute(_))));
+        assert!(matches!(ok("C:\\x"), Err(ObjectKeyError::Absolute(_))));
+        assert!(matches!(ok("media/ws-1/../../../../etc/passwd"), Err(ObjectKeyError::BadSegment(_))));
+        assert!(matches!(ok("../../../../etc/passwd"), Err(ObjectKeyError::BadSegment(_))));
+        assert!(matches!(ok("media/ws-1//x"), Err(ObjectKeyError::BadSegment(_))));
+        assert!(matches!(ok("media/ws-1/./x"), Err(ObjectKeyError::BadSegment(_))));
+        assert!(matches!(ok("media/ws-1/a\\..\\b"), Err(ObjectKeyError::BadSegment(_))));
+        assert!(matches!(ok("media/ws-2/x.jpg"), Err(ObjectKeyError::OutsideWorkspace { .. })));
+        assert!(matches!(ok("media/ws-10/x.jpg"), Err(ObjectKeyError::OutsideWorkspace { .. })));
+        assert!(matches!(ok("media/ws-1"), Err(ObjectKeyError::OutsideWorkspace { .. })));
+        assert!(matches!(ok("media/DJI_0001.JPG"), Err(ObjectKeyError::OutsideWorkspace { .. })));
+        assert!(check_object_key("media", "..", "media/../x").is_err());
+        assert_eq!(check_object_key("", "ws-1", "ws-1/a"), Ok(()));
+        assert_eq!(workspace_prefix("/media/", "w"), "media/w");
+    }
+
+    #[test]
+    fn upload_keys_carry_workspace_and_expiry_and_refuse_forgeries() {
+        let keys = UploadKeys::new("server secret");
+        let now = Utc::now().timestamp();
+        let c = keys.mint("e3dea0f5-37f2-4d79-ae58-490af3228069", now + 3600);
+        assert!(c.access_key_id.starts_with("HNG") && !c.access_key_id.contains('/'));
+        assert!((3290..=3300).contains(&c.expire), "{}", c.expire);
+        let grant = keys.open(&c.access_key_id, now).unwrap();
+        assert_eq!(grant.workspace_id, "e3dea0f5-37f2-4d79-ae58-490af3228069");
+        assert_eq!(grant.expires_at, now + 3600);
+        assert_eq!(keys.secret(&c.access_key_id), c.access_key_secret);
+        assert!(keys.token_matches(&c.access_key_id, &c.security_token));
+        assert!(!keys.token_matches(&c.access_key_id, "0"));
+        assert_eq!(keys.open(&c.access_key_id, now + 3600), Err(UploadKeyError::Expired));
+        assert_eq!(keys.open("AKIAIOSFODNN7EXAMPLE", now), Err(UploadKeyError::Unknown));
+        assert_eq!(keys.open("HNGZZ", now), Err(UploadKeyError::Unknown));
+        // another installation's secret gives other secrets for the same key id
+        assert_ne!(UploadKeys::new("other").secret(&c.access_key_id), c.access_key_secret);
+        // a key id rewritten to another workspace has another secret
+        let other = keys.mint("other-ws", now + 3600);
+        assert_ne!(other.access_key_secret, c.access_key_secret);
+    }
+
+    #[test]
+    fn session_policy_limits_to_the_workspace_folder() {
+        let p: serde_json::Value = serde_json::from_str(&session_policy("b", "media/w")).unwrap();
+        assert_eq!(p["Statement"][0]["Resource"][0], "arn:aws:s3:::b/media/w/*");
+        assert_eq!(p["Statement"][1]["Condition"]["StringLike"]["s3:prefix"][0], "media/w/*");
     }
 }

@@ -99,13 +99,7 @@ pub async fn answer(s: &AppState, gw: &str, env: &Envelope) -> anyhow::Result<Va
             let c = &s.config;
             json!({"ntp_server_host": c.ntp_server_host, "app_id": c.app_id, "app_key": c.app_key, "app_license": c.app_license})
         }
-        "storage_config_get" => match s.storage.sts_credentials().await {
-            Ok(creds) => json!({"result": codes::OK, "output": creds}),
-            Err(e) => {
-                tracing::warn!(gateway = gw, error = %e, "no storage credentials for a device");
-                json!({"result": codes::SYSTEM_ERROR, "output": {}})
-            }
-        },
+        "storage_config_get" => crate::storage::for_device(s, gw).await?,
         other => {
             tracing::warn!(gateway = gw, method = other, "request method not served; answered as unsupported");
             json!({"result": codes::UNSUPPORTED, "output": {}})

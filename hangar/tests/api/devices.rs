@@ -434,9 +434,9 @@ async fn the_dock_gets_its_config_and_storage_answers() {
     assert!(cfg.get("ntp_server_host").is_some() && cfg.get("app_id").is_some(), "{cfg}");
     let bad = request(&client, &mut rx, &gw, "config", json!({"config_type": "json", "config_scope": "other"})).await;
     assert_eq!(bad["result"], 200001);
-    // the local object store has no STS: the dock is told, not left waiting
+    // a gateway bound to no workspace gets no upload credentials: it is told, not left waiting
     let st = request(&client, &mut rx, &gw, "storage_config_get", json!({"module": 0})).await;
-    assert_eq!(st["result"], 600500);
+    assert_eq!(st["result"], 210230);
     let no_code = request(&client, &mut rx, &gw, "airport_organization_get", json!({"device_binding_code": ""})).await;
     assert_eq!(no_code["result"], 200001);
     let wrong = request(&client, &mut rx, &gw, "airport_organization_get", json!({"device_binding_code": "zzz"})).await;

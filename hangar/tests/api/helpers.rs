@@ -17,6 +17,8 @@ pub struct TestApp {
     pub config: Config,
     pub addr: SocketAddr,
     pub base: String,
+    /// `http://<address>` of the S3 endpoint over the local object folder, when it runs.
+    pub s3_base: Option<String>,
     pub http: reqwest::Client,
     pub pool: PgPool,
     pub js: async_nats::jetstream::Context,
@@ -31,6 +33,7 @@ pub fn test_config() -> Config {
     c.database_url = format!("postgres://postgres@127.0.0.1:5432/{tag}");
     c.nats_prefix = tag.clone();
     c.listen = "127.0.0.1:0".parse().unwrap();
+    c.s3_endpoint_listen = "127.0.0.1:0".parse().unwrap();
     c.storage_dir = std::env::temp_dir().join(&tag);
     c.database_pool = 8;
     c.jwt_secret = "test-secret".into();
@@ -46,10 +49,12 @@ impl TestApp {
     pub async fn spawn_with(config: Config, components: Components) -> Self {
         let running = start(config.clone(), components, Shutdown::new()).await.expect("start hangar");
         let addr = running.addr.expect("api address");
+        let s3_base = running.s3_addr.map(|a| format!("http://{a}"));
         let nats = shared::nats::connect(&config).await.unwrap();
         let app = Self {
             base: format!("http://{addr}"),
             addr,
+            s3_base,
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
             pool: shared::db::connect(&config.database_url, 4).await.unwrap(),
             js: async_nats::jetstream::new(nats),
@@ -231,7 +236,7 @@ where
 /// An upload-callback body as DJI Pilot 2 sends it (seed example shape).
 pub fn callback_body(fingerprint: &str) -> Value {
     json!({
-        "object_key": format!("media/DJI_{fingerprint}.JPG"),
+        "object_key": format!("media/{WS}/DJI_{fingerprint}.JPG"),
         "sub_file_type": "NORMAL",
         "ext": {
             "drone_model_key": "0-67-0",

@@ -10,4 +10,5 @@ mod event_store;
 mod helpers;
 mod media;
 mod replay;
+mod s3;
 mod storage;

@@ -13,7 +13,10 @@ async fn upload_callback_shows_in_the_file_list_with_every_field() {
     let token = app.pilot_token().await;
     let (status, r) = app.upload_callback(&token, callback_body("7F78C9F1999425CB61F10E1FE206009E")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(r, json!({"code": 0, "message": "success", "data": "media/DJI_7F78C9F1999425CB61F10E1FE206009E.JPG"}));
+    assert_eq!(
+        r,
+        json!({"code": 0, "message": "success", "data": format!("media/{WS}/DJI_7F78C9F1999425CB61F10E1FE206009E.JPG")})
+    );
 
     app.wait_for("file listed", || async { app.files(&token, 1, 10).await["pagination"]["total"] == 1 }).await;
     let data = app.files(&token, 1, 10).await;
@@ -23,7 +26,7 @@ async fn upload_callback_shows_in_the_file_list_with_every_field() {
     assert_eq!(f["file_id"], expected_id.as_str());
     assert_eq!(f["file_name"], "DJI_7F78C9F1999425CB61F10E1FE206009E.JPG");
     assert_eq!(f["file_path"], "DJI_202208311455_008_Waypoint1");
-    assert_eq!(f["object_key"], "media/DJI_7F78C9F1999425CB61F10E1FE206009E.JPG");
+    assert_eq!(f["object_key"], format!("media/{WS}/DJI_7F78C9F1999425CB61F10E1FE206009E.JPG"));
     assert_eq!(f["is_original"], true);
     assert_eq!(f["drone"], "1AD3CA2VL3LAD6");
     assert_eq!(f["payload"], "M30T Camera", "payload model 1-53-0 by its dictionary name");
@@ -185,10 +188,10 @@ async fn file_url_redirects_to_a_signed_link_of_the_object() {
     let app = TestApp::spawn().await;
     let token = app.pilot_token().await;
     let storage = shared::storage::Storage::new(&app.config).unwrap();
-    let key = "media/DJI_link.JPG";
+    let key = format!("media/{WS}/DJI_link.JPG");
     storage
         .store()
-        .put(&object_store::path::Path::from(key), object_store::PutPayload::from(b"jpeg bytes".to_vec()))
+        .put(&object_store::path::Path::from(key.as_str()), object_store::PutPayload::from(b"jpeg bytes".to_vec()))
         .await
         .unwrap();
     app.upload_callback(&token, callback_body("link")).await;
@@ -203,7 +206,7 @@ async fn file_url_redirects_to_a_signed_link_of_the_object() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::FOUND, "DJI answers 302");
     let location = res.headers()["location"].to_str().unwrap().to_string();
-    assert!(location.contains("/storage/api/v1/objects/media/DJI_link.JPG?expires="), "{location}");
+    assert!(location.contains(&format!("/storage/api/v1/objects/media/{WS}/DJI_link.JPG?expires=")), "{location}");
     // the link works without a token, and only with its signature
     let location = location.replace("http://127.0.0.1:6789", &app.base);
     let body = app.http.get(&location).send().await.unwrap();

@@ -65,7 +65,7 @@ async fn sts_credentials_let_pilot_upload_and_the_file_url_downloads_the_object(
     let d = &r["data"];
     assert_eq!(d["bucket"], bucket);
     assert_eq!(d["endpoint"], moto.endpoint.as_str());
-    assert_eq!(d["object_key_prefix"], "media");
+    assert_eq!(d["object_key_prefix"], format!("media/{WS}"));
     assert_eq!(d["provider"], "minio");
     assert_eq!(d["region"], "us-east-1");
     let c = &d["credentials"];
@@ -90,12 +90,12 @@ async fn sts_credentials_let_pilot_upload_and_the_file_url_downloads_the_object(
         .with_token(st)
         .build()
         .unwrap();
-    let key = "media/DJI_20260101_0001_W.JPG";
-    pilot_s3.put(&object_store::path::Path::from(key), b"real jpeg bytes".to_vec().into()).await.unwrap();
+    let key = format!("media/{WS}/DJI_20260101_0001_W.JPG");
+    pilot_s3.put(&object_store::path::Path::from(key.as_str()), b"real jpeg bytes".to_vec().into()).await.unwrap();
 
     // 3. and reports it
     let mut body = callback_body("s3-fp");
-    body["object_key"] = key.into();
+    body["object_key"] = key.clone().into();
     let (_, r) = app.upload_callback(&token, body).await;
     assert_eq!(r["data"], key);
     app.wait_for("file projected", || async { app.count("rm_media_files").await == 1 }).await;
@@ -119,12 +119,32 @@ async fn sts_credentials_let_pilot_upload_and_the_file_url_downloads_the_object(
 }
 
 #[tokio::test]
-async fn sts_on_the_local_store_says_why_it_cannot() {
-    let app = TestApp::spawn().await;
+async fn sts_asks_assume_role_for_a_session_policy_limited_to_the_workspace_folder() {
+    let moto = Moto::start().await;
+    let mut config = test_config();
+    config.storage = "s3".into();
+    config.s3_endpoint = moto.endpoint.clone();
+    config.s3_bucket = "hangar-media".into();
+    config.s3_access_key = "AKIAHANGARSERVICE".into();
+    config.s3_secret_key = "service-secret".into();
+    let app = TestApp::spawn_with(config, Components { api: true, projectors: true, bridge: false }).await;
+    assert!(app.s3_base.is_none(), "no own S3 endpoint when objects live in S3");
     let token = app.pilot_token().await;
-    let (status, r) = app.post(&format!("/storage/api/v1/workspaces/{WS}/sts"), &token, serde_json::json!({})).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(r["code"], -1);
-    assert!(r["message"].as_str().unwrap().contains("S3-compatible"), "{r}");
+    let (_, r) = app.post(&format!("/storage/api/v1/workspaces/{WS}/sts"), &token, serde_json::json!({})).await;
+    assert_eq!(r["code"], 0, "{r}");
+    // moto keeps what AssumeRole carried (it enforces neither policies nor signatures)
+    let data: serde_json::Value =
+        reqwest::get(format!("{}/moto-api/data.json", moto.endpoint)).await.unwrap().json().await.unwrap();
+    let roles = data["sts"]["AssumedRole"].as_array().unwrap();
+    let handed = &r["data"]["credentials"]["access_key_id"];
+    let role = roles.iter().find(|role| &role["access_key_id"] == handed).unwrap_or_else(|| panic!("{data}"));
+    let policy: serde_json::Value = serde_json::from_str(role["policy"].as_str().unwrap()).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements[0]["Effect"], "Allow");
+    assert_eq!(statements[0]["Resource"], serde_json::json!([format!("arn:aws:s3:::hangar-media/media/{WS}/*")]));
+    assert!(statements[0]["Action"].as_array().unwrap().contains(&"s3:PutObject".into()));
+    assert_eq!(statements[1]["Action"], serde_json::json!(["s3:ListBucket"]));
+    assert_eq!(statements[1]["Condition"]["StringLike"]["s3:prefix"], serde_json::json!([format!("media/{WS}/*")]));
+    assert_eq!(statements.len(), 2, "nothing else is allowed: {policy}");
     app.stop().await;
 }

@@ -1,0 +1,697 @@
+//! The S3-compatible endpoint over the local object folder, so that DJI Pilot 2 and docks can
+//! upload on the default run exactly as they upload to AWS S3 or MinIO.
+//!
+//! `s3s` speaks the wire format and checks SigV4 signatures; the objects stay behind
+//! `object_store`. Only the credentials Hangar mints ([`UploadKeys`]) are accepted, each for one
+//! workspace's folder and until its expiry, with its session token. Served operations: PutObject,
+//! GetObject (with ranges), HeadObject, DeleteObject, multipart upload (create, upload part,
+//! complete, abort) and ListObjectsV2 (plus HeadBucket and GetBucketLocation, which SDKs call
+//! first); anything else is answered `NotImplemented`, as S3 answers what it does not serve.
+//!
+//! Multipart uploads keep their parts as objects under [`UPLOADS`] (not reachable by clients,
+//! whose keys always start with a workspace folder), so parts may arrive in any order, at once,
+//! and at any replica sharing the folder; completing concatenates them into the object.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use anyhow::Context as _;
+use axum::error_handling::HandleError;
+use axum::http::StatusCode;
+use futures::{Stream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::dto::*;
+use s3s::path::S3Path;
+use s3s::service::S3ServiceBuilder;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+use shared::storage::{check_object_key, Storage, UploadKeyError, UploadKeys};
+use shared::{Config, Shutdown};
+use tokio::net::TcpListener;
+
+/// Where the parts of multipart uploads wait: `<UPLOADS>/<upload id>/key` holds the object key,
+/// `<UPLOADS>/<upload id>/<part number>` each part.
+pub const UPLOADS: &str = ".multipart-uploads";
+
+/// Writes go to the store in pieces of this size.
+const CHUNK: usize = 8 * 1024 * 1024;
+/// S3's limits on part numbers.
+const MAX_PART: i32 = 10_000;
+/// S3's page size of ListObjectsV2.
+const MAX_KEYS: usize = 1000;
+
+/// Binds the endpoint when the store is the local folder, and completes the configuration with the
+/// public address devices are told (`http://<bound address>` unless `HANGAR_S3_PUBLIC_ENDPOINT`
+/// says otherwise). `None` with an S3 store: devices upload to S3 itself.
+pub async fn bind(config: &mut Config) -> anyhow::Result<Option<TcpListener>> {
+    if config.storage != "local" {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind(config.s3_endpoint_listen)
+        .await
+        .with_context(|| format!("S3 endpoint: listening on {}", config.s3_endpoint_listen))?;
+    let addr = listener.local_addr()?;
+    config.s3_endpoint_listen = addr;
+    if config.s3_public_endpoint.is_empty() {
+        config.s3_public_endpoint = format!("http://{addr}");
+    }
+    tracing::info!(%addr, public = %config.s3_public_endpoint, "S3 endpoint listening");
+    Ok(Some(listener))
+}
+
+/// Serves the endpoint on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, storage: Storage, shutdown: Shutdown) -> anyhow::Result<()> {
+    let keys = storage.upload_keys().clone();
+    let config = storage.config();
+    let endpoint = Endpoint { store: storage.store(), bucket: config.s3_bucket.clone() };
+    let mut builder = S3ServiceBuilder::new(endpoint);
+    builder.set_auth(Auth { keys: keys.clone() });
+    builder.set_access(Access { keys, bucket: config.s3_bucket.clone(), root: config.object_key_prefix.clone() });
+    let service = HandleError::new(builder.build(), |e: s3s::HttpError| async move {
+        tracing::warn!(error = ?e, "S3 endpoint: request failed outside S3's own errors");
+        StatusCode::BAD_REQUEST
+    });
+    let app = axum::Router::new().fallback_service(service);
+    let sweep_stop = shutdown.child_token();
+    let sweeper = tokio::spawn(sweep_abandoned_uploads(storage.store(), sweep_stop.clone()));
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("S3 endpoint");
+    sweep_stop.cancel();
+    let _ = sweeper.await;
+    served
+}
+
+/// A multipart upload neither completed nor aborted within this time is removed with its parts
+/// (a device that lost power mid-upload starts a new one; S3 offers the same as a lifecycle rule).
+const ABANDONED_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// How often abandoned uploads are looked for. Every replica may sweep: deleting twice is harmless.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+async fn sweep_abandoned_uploads(store: Arc<dyn ObjectStore>, shutdown: Shutdown) {
+    loop {
+        if let Err(e) = sweep_once(&store, chrono::Utc::now() - ABANDONED_AFTER).await {
+            tracing::warn!(error = ?e, "S3 endpoint: sweeping abandoned multipart uploads");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+    }
+}
+
+/// Removes the uploads created before `before`; answers how many.
+pub async fn sweep_once(store: &Arc<dyn ObjectStore>, before: chrono::DateTime<chrono::Utc>) -> S3Result<usize> {
+    let markers: Vec<object_store::ObjectMeta> = store
+        .list(Some(&Path::from(UPLOADS)))
+        .try_filter(|m| futures::future::ready(m.location.filename() == Some("key") && m.last_modified < before))
+        .try_collect()
+        .await
+        .map_err(internal)?;
+    for m in &markers {
+        let dir: Path = m.location.parts().take(2).collect();
+        remove_dir(store, &dir).await?;
+    }
+    Ok(markers.len())
+}
+
+struct Auth {
+    keys: UploadKeys,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Auth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        match self.keys.open(access_key, chrono::Utc::now().timestamp()) {
+            Ok(_) => Ok(SecretKey::from(self.keys.secret(access_key))),
+            Err(UploadKeyError::Expired) => Err(s3_error!(ExpiredToken, "The provided token has expired.")),
+            Err(UploadKeyError::Unknown) => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+/// Who may do what: a signed request (signature checked by s3s with the secret from [`Auth`]),
+/// with the session token of its key id, on the one bucket, inside its workspace's folder.
+struct Access {
+    keys: UploadKeys,
+    bucket: String,
+    root: String,
+}
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let Some(creds) = cx.credentials() else {
+            return Err(s3_error!(AccessDenied, "Anonymous access is not allowed."));
+        };
+        let grant = match self.keys.open(&creds.access_key, chrono::Utc::now().timestamp()) {
+            Ok(g) => g,
+            Err(UploadKeyError::Expired) => return Err(s3_error!(ExpiredToken, "The provided token has expired.")),
+            Err(UploadKeyError::Unknown) => return Err(s3_error!(InvalidAccessKeyId)),
+        };
+        // DJI's clients send the credentials' security_token as x-amz-security-token (a header, or
+        // a query parameter in a pre-signed URL)
+        let token = cx
+            .headers()
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| query_param(cx.uri().query(), "X-Amz-Security-Token"));
+        if !token.is_some_and(|t| self.keys.token_matches(&creds.access_key, &t)) {
+            return Err(s3_error!(InvalidToken, "The security token does not belong to these credentials."));
+        }
+        let op = cx.s3_op().name();
+        let denied = || s3_error!(AccessDenied, "These credentials allow only their workspace's folder.");
+        let ws = grant.workspace_id;
+        match cx.s3_path() {
+            S3Path::Root => Err(denied()),
+            S3Path::Bucket { bucket } => {
+                self.check_bucket(bucket)?;
+                match op {
+                    "HeadBucket" | "GetBucketLocation" => Ok(()),
+                    "ListObjectsV2" | "ListObjects" => {
+                        let prefix = query_param(cx.uri().query(), "prefix").unwrap_or_default();
+                        let folder = format!("{}/", shared::storage::workspace_prefix(&self.root, &ws));
+                        if prefix.starts_with(&folder) {
+                            Ok(())
+                        } else {
+                            Err(denied())
+                        }
+                    }
+                    _ => Err(denied()),
+                }
+            }
+            S3Path::Object { bucket, key } => {
+                self.check_bucket(bucket)?;
+                match op {
+                    "PutObject"
+                    | "GetObject"
+                    | "HeadObject"
+                    | "DeleteObject"
+                    | "CreateMultipartUpload"
+                    | "UploadPart"
+                    | "CompleteMultipartUpload"
+                    | "AbortMultipartUpload" => {}
+                    _ => return Err(denied()),
+                }
+                check_object_key(&self.root, &ws, key).map_err(|_| denied())
+            }
+        }
+    }
+}
+
+impl Access {
+    fn check_bucket(&self, bucket: &str) -> S3Result<()> {
+        if bucket == self.bucket {
+            Ok(())
+        } else {
+            Err(s3_error!(NoSuchBucket))
+        }
+    }
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// The S3 operations over the store.
+struct Endpoint {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+}
+
+/// An unexpected store failure: logged, answered as S3's InternalError without details.
+fn internal(e: impl std::fmt::Display) -> S3Error {
+    tracing::error!(error = %e, "S3 endpoint: object store failed");
+    s3_error!(InternalError)
+}
+
+fn not_found_or(e: object_store::Error, code: S3ErrorCode) -> S3Error {
+    match e {
+        object_store::Error::NotFound { .. } => S3Error::new(code),
+        other => internal(other),
+    }
+}
+
+/// The store path of a key; keys the store cannot hold are refused as S3 refuses bad keys.
+fn object_path(key: &str) -> S3Result<Path> {
+    if key.starts_with(UPLOADS) {
+        return Err(s3_error!(AccessDenied));
+    }
+    Path::parse(key).map_err(|_| s3_error!(InvalidArgument, "The object key is not a valid path."))
+}
+
+fn upload_dir(upload_id: &str) -> S3Result<Path> {
+    // the id becomes a path segment: only what create_multipart_upload makes
+    if upload_id.len() != 32 || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(s3_error!(NoSuchUpload));
+    }
+    Ok(Path::from(UPLOADS).child(upload_id))
+}
+
+fn part_path(dir: &Path, part: i32) -> Path {
+    dir.child(format!("{part:05}"))
+}
+
+fn strong(etag: String) -> Option<ETag> {
+    Some(ETag::Strong(etag))
+}
+
+/// Streams a request body into the store; nothing is stored unless the whole body arrived
+/// (`expected` bytes when the client declared a length). Answers the body's MD5 and length.
+async fn write_body(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    body: Option<StreamingBlob>,
+    expected: Option<i64>,
+) -> S3Result<([u8; 16], u64)> {
+    let Some(mut body) = body else {
+        // an empty object
+        store.put(path, PutPayload::new()).await.map_err(internal)?;
+        return Ok((Md5::digest(b"").into(), 0));
+    };
+    let upload = store.put_multipart(path).await.map_err(internal)?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+    let mut md5 = Hasher::start();
+    let mut len = 0u64;
+    let failure = loop {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                md5.update(&chunk).await;
+                len += chunk.len() as u64;
+                writer.put(chunk);
+                if let Err(e) = writer.wait_for_capacity(2).await {
+                    break Some(internal(e));
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "S3 endpoint: request body ended early or failed its checksum");
+                break Some(body_error(&e.to_string()));
+            }
+            None => break None,
+        }
+    };
+    let failure = failure.or_else(|| {
+        expected
+            .filter(|&n| u64::try_from(n).ok() != Some(len))
+            .map(|n| s3_error!(IncompleteBody, "The body had {len} bytes where Content-Length said {n}."))
+    });
+    if let Some(e) = failure {
+        if let Err(abort) = writer.abort().await {
+            tracing::warn!(error = %abort, "S3 endpoint: discarding a partial upload");
+        }
+        return Err(e);
+    }
+    writer.finish().await.map_err(internal)?;
+    Ok((md5.finish().await?, len))
+}
+
+/// MD5 of a body on another thread while the body streams to the store: S3's ETag of an object
+/// or part is its MD5, which SDKs compare with their own (AWS SDKs refuse an upload whose ETag
+/// differs), and MD5 is slower than receiving and writing, so it must not wait for them nor they
+/// for it.
+struct Hasher {
+    tx: Option<tokio::sync::mpsc::Sender<Vec<bytes::Bytes>>>,
+    batch: Vec<bytes::Bytes>,
+    batched: usize,
+    digest: tokio::task::JoinHandle<[u8; 16]>,
+}
+
+/// Bytes handed to the hashing thread at once (few channel hand-overs per object).
+const HASH_BATCH: usize = 1024 * 1024;
+
+impl Hasher {
+    fn start() -> Self {
+        // at most 16 batches wait: a body arriving faster than MD5 slows to MD5's pace
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<bytes::Bytes>>(16);
+        let digest = tokio::task::spawn_blocking(move || {
+            let mut md5 = Md5::new();
+            while let Some(batch) = rx.blocking_recv() {
+                for b in batch {
+                    md5.update(&b);
+                }
+            }
+            md5.finalize().into()
+        });
+        Self { tx: Some(tx), batch: Vec::new(), batched: 0, digest }
+    }
+
+    async fn update(&mut self, chunk: &bytes::Bytes) {
+        self.batched += chunk.len();
+        self.batch.push(chunk.clone());
+        if self.batched >= HASH_BATCH {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        self.batched = 0;
+        let batch = std::mem::take(&mut self.batch);
+        if let Some(tx) = &self.tx {
+            // the thread only stops when the sender is dropped, so this cannot fail
+            let _ = tx.send(batch).await;
+        }
+    }
+
+    async fn finish(mut self) -> S3Result<[u8; 16]> {
+        self.flush().await;
+        self.tx = None;
+        (&mut self.digest).await.map_err(internal)
+    }
+}
+
+/// S3's answer for a body that did not arrive as announced: a body whose SHA-256 is not the
+/// signed one is `BadDigest`, anything else (connection closed early, more or fewer bytes than
+/// announced) `IncompleteBody`.
+fn body_error(cause: &str) -> S3Error {
+    if cause.contains("Sha256Mismatch") || cause.contains("InvalidChecksum") {
+        s3_error!(BadDigest, "The body does not match its x-amz-content-sha256.")
+    } else {
+        s3_error!(IncompleteBody, "The request body did not arrive as announced.")
+    }
+}
+
+/// The key an upload was created for.
+async fn upload_key(store: &Arc<dyn ObjectStore>, dir: &Path) -> S3Result<String> {
+    let got = store.get(&dir.child("key")).await.map_err(|e| not_found_or(e, S3ErrorCode::NoSuchUpload))?;
+    let bytes = got.bytes().await.map_err(internal)?;
+    String::from_utf8(bytes.to_vec()).map_err(internal)
+}
+
+async fn remove_dir(store: &Arc<dyn ObjectStore>, dir: &Path) -> S3Result<()> {
+    let paths: Vec<Path> = store.list(Some(dir)).map_ok(|m| m.location).try_collect().await.map_err(internal)?;
+    for p in paths {
+        match store.delete(&p).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Ok(())
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Option<Timestamp> {
+    Some(Timestamp::from(std::time::SystemTime::from(t)))
+}
+
+#[async_trait::async_trait]
+impl S3 for Endpoint {
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %req.input.key))]
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        let path = object_path(&input.key)?;
+        let (md5, len) = write_body(&self.store, &path, input.body, input.content_length).await?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: strong(hex::encode(md5)),
+            size: i64::try_from(len).ok(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let path = object_path(&input.key)?;
+        let meta = self.store.head(&path).await.map_err(|e| not_found_or(e, S3ErrorCode::NoSuchKey))?;
+        let range = match &input.range {
+            Some(r) => Some(r.check(meta.size).map_err(|_| s3_error!(InvalidRange))?),
+            None => None,
+        };
+        let options = GetOptions { range: range.clone().map(GetRange::Bounded), ..Default::default() };
+        let got = self.store.get_opts(&path, options).await.map_err(|e| not_found_or(e, S3ErrorCode::NoSuchKey))?;
+        let length = range.as_ref().map_or(meta.size, |r| r.end - r.start);
+        let body = StreamingBlob::wrap(SyncStream(std::sync::Mutex::new(got.into_stream())));
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            accept_ranges: Some("bytes".into()),
+            content_length: i64::try_from(length).ok(),
+            content_range: range.map(|r| format!("bytes {}-{}/{}", r.start, r.end.saturating_sub(1), meta.size)),
+            e_tag: meta.e_tag.map(ETag::Strong),
+            last_modified: timestamp(meta.last_modified),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let path = object_path(&req.input.key)?;
+        let meta = self.store.head(&path).await.map_err(|e| not_found_or(e, S3ErrorCode::NoSuchKey))?;
+        Ok(S3Response::new(HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: i64::try_from(meta.size).ok(),
+            e_tag: meta.e_tag.map(ETag::Strong),
+            last_modified: timestamp(meta.last_modified),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let path = object_path(&req.input.key)?;
+        match self.store.delete(&path).await {
+            // S3 answers success for a key that is not there
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(S3Response::new(DeleteObjectOutput::default())),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        self.bucket_exists(&input.bucket)?;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        // S3 prefixes are plain string prefixes; the store lists by folder
+        let folder = prefix.rsplit_once('/').map(|(dir, _)| dir).filter(|d| !d.is_empty());
+        let folder = match folder {
+            Some(d) => Some(Path::parse(d).map_err(|_| s3_error!(InvalidArgument, "The prefix is not a valid path."))?),
+            None => None,
+        };
+        let mut objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(folder.as_ref())
+            .try_filter(|m| {
+                let k = m.location.as_ref();
+                futures::future::ready(k.starts_with(prefix.as_str()) && !k.starts_with(UPLOADS))
+            })
+            .try_collect()
+            .await
+            .map_err(internal)?;
+        objects.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+        let after = input.continuation_token.clone().or(input.start_after.clone()).unwrap_or_default();
+        let max = input.max_keys.map_or(MAX_KEYS, |m| usize::try_from(m).unwrap_or(0).min(MAX_KEYS));
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let mut contents = Vec::new();
+        let mut common: Vec<String> = Vec::new();
+        let mut last = None;
+        let mut truncated = false;
+        // a page that ended on a common prefix resumes after everything under it
+        let after_prefix = delimiter.as_deref().is_some_and(|d| !after.is_empty() && after.ends_with(d));
+        let resumes = |k: &str| k > after.as_str() && !(after_prefix && k.starts_with(after.as_str()));
+        for m in objects.into_iter().filter(|m| resumes(m.location.as_ref())) {
+            let key = m.location.as_ref().to_string();
+            let rolled = delimiter
+                .as_deref()
+                .and_then(|d| key[prefix.len()..].find(d).map(|i| key[..prefix.len() + i + d.len()].to_string()));
+            if let Some(p) = &rolled {
+                if common.last() == Some(p) {
+                    continue;
+                }
+            }
+            if contents.len() + common.len() >= max {
+                truncated = true;
+                break;
+            }
+            last = Some(key.clone());
+            match rolled {
+                Some(p) => common.push(p),
+                None => contents.push(Object {
+                    key: Some(key),
+                    size: i64::try_from(m.size).ok(),
+                    e_tag: m.e_tag.map(ETag::Strong),
+                    last_modified: timestamp(m.last_modified),
+                    ..Default::default()
+                }),
+            }
+        }
+        let key_count = i32::try_from(contents.len() + common.len()).unwrap_or(i32::MAX);
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(self.bucket.clone()),
+            prefix: input.prefix,
+            delimiter,
+            max_keys: i32::try_from(max).ok(),
+            key_count: Some(key_count),
+            is_truncated: Some(truncated),
+            continuation_token: input.continuation_token,
+            next_continuation_token: if truncated { last } else { None },
+            start_after: input.start_after,
+            contents: Some(contents),
+            common_prefixes: Some(common.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        object_path(&input.key)?;
+        let upload_id = uuid::Uuid::new_v4().simple().to_string();
+        let dir = upload_dir(&upload_id)?;
+        self.store.put(&dir.child("key"), PutPayload::from(input.key.clone().into_bytes())).await.map_err(internal)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        if !(1..=MAX_PART).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000."));
+        }
+        let dir = upload_dir(&input.upload_id)?;
+        if upload_key(&self.store, &dir).await? != input.key {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        let path = part_path(&dir, input.part_number);
+        let (md5, _) = write_body(&self.store, &path, input.body, input.content_length).await?;
+        Ok(S3Response::new(UploadPartOutput { e_tag: strong(hex::encode(md5)), ..Default::default() }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let path = object_path(&input.key)?;
+        let dir = upload_dir(&input.upload_id)?;
+        if upload_key(&self.store, &dir).await? != input.key {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        let parts = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if parts.is_empty() {
+            return Err(s3_error!(MalformedXML, "The upload names no parts."));
+        }
+        let mut numbers = Vec::with_capacity(parts.len());
+        for p in &parts {
+            let n = p.part_number.ok_or_else(|| s3_error!(InvalidPart, "A part has no number."))?;
+            if numbers.last().is_some_and(|&last| n <= last) {
+                return Err(s3_error!(InvalidPartOrder));
+            }
+            numbers.push(n);
+        }
+        // every part must be there before the object is started
+        for &n in &numbers {
+            self.store.head(&part_path(&dir, n)).await.map_err(|e| not_found_or(e, S3ErrorCode::InvalidPart))?;
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(internal)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, CHUNK);
+        let mut digests = Md5::new();
+        let mut failure = None;
+        'parts: for (p, &n) in parts.iter().zip(&numbers) {
+            let got = match self.store.get(&part_path(&dir, n)).await {
+                Ok(g) => g,
+                Err(e) => {
+                    failure = Some(not_found_or(e, S3ErrorCode::InvalidPart));
+                    break;
+                }
+            };
+            let mut stream = got.into_stream();
+            let mut md5 = Md5::new();
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        md5.update(&c);
+                        writer.put(c);
+                        if let Err(e) = writer.wait_for_capacity(2).await {
+                            failure = Some(internal(e));
+                            break 'parts;
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(internal(e));
+                        break 'parts;
+                    }
+                }
+            }
+            let digest = md5.finalize();
+            // the client's ETag for the part, when given, must be the part stored
+            if let Some(tag) = &p.e_tag {
+                if tag.value().trim_matches('"') != hex::encode(digest) {
+                    failure = Some(s3_error!(InvalidPart, "Part {n} does not match its ETag."));
+                    break;
+                }
+            }
+            digests.update(digest);
+        }
+        if let Some(e) = failure {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "S3 endpoint: discarding a partial object");
+            }
+            return Err(e);
+        }
+        writer.finish().await.map_err(internal)?;
+        remove_dir(&self.store, &dir).await?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: strong(format!("{}-{}", hex::encode(digests.finalize()), numbers.len())),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        let dir = upload_dir(&input.upload_id)?;
+        if upload_key(&self.store, &dir).await? != input.key {
+            return Err(s3_error!(NoSuchUpload));
+        }
+        remove_dir(&self.store, &dir).await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+}
+
+impl Endpoint {
+    fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
+        if bucket == self.bucket {
+            Ok(())
+        } else {
+            Err(s3_error!(NoSuchBucket))
+        }
+    }
+}
+
+/// `object_store` streams are `Send` but s3s wants `Sync` bodies too; a stream polled through
+/// `&mut` never needs the lock, so the mutex costs nothing.
+struct SyncStream<S>(std::sync::Mutex<S>);
+
+impl<S: Stream + Unpin> Stream for SyncStream<S> {
+    type Item = S::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.get_mut().0.get_mut() {
+            Ok(s) => Pin::new(s).poll_next(cx),
+            Err(poisoned) => Pin::new(poisoned.into_inner()).poll_next(cx),
+        }
+    }
+}
