@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use shared::auth::{url_pairs, Auth};
 use shared::error::ok;
-use shared::http::Paginated;
+use shared::http::{PageQuery, Paginated};
 use shared::time::datetime_string;
 use shared::{ApiError, ApiResult};
 use sqlx::FromRow;
@@ -181,14 +181,18 @@ fn query_value<T: std::str::FromStr>(query: &Option<String>, key: &str) -> Resul
     }
 }
 
+/// `page` and `page_size` of a query that also carries repeated or comma-separated parameters.
+fn page_query(q: &Option<String>) -> Result<PageQuery, ApiError> {
+    Ok(PageQuery { page: query_value(q, "page")?, page_size: query_value(q, "page_size")? })
+}
+
 /// `GET /manage/api/v1/devices/{workspace_id}/devices/bound?domain=&page=&page_size=`.
 pub async fn bound(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let page = query_value::<i64>(&q, "page")?.unwrap_or(1).max(1);
-    let size = query_value::<i64>(&q, "page_size")?.unwrap_or(50).clamp(1, 1000);
+    let (page, size) = page_query(&q)?.resolve(50);
     let domain = query_value::<i32>(&q, "domain")?;
     let filter = "d.workspace_id = $1 AND d.bound AND ($2::int IS NULL OR d.domain = $2)";
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM rm_devices d WHERE {filter}"))
@@ -369,8 +373,7 @@ pub async fn hms(
     let unread_only = query_value::<i64>(&q, "update_time")? == Some(0);
     let message = query_values(&q, "message").into_iter().next();
     let language = query_values(&q, "language").into_iter().next().unwrap_or_else(|| "en".into());
-    let page = query_value::<i64>(&q, "page")?;
-    let size = query_value::<i64>(&q, "page_size")?;
+    let paging = page_query(&q)?;
     let filter = "h.workspace_id = $1 AND (cardinality($2::text[]) = 0 OR h.sn = ANY($2)) AND ($3::int IS NULL OR h.level = $3) \
         AND ($4::bigint IS NULL OR h.create_time >= to_timestamp($4 / 1000.0)) \
         AND ($5::bigint IS NULL OR h.create_time <= to_timestamp($5 / 1000.0)) AND (NOT $6 OR h.read_time IS NULL) \
@@ -388,11 +391,7 @@ pub async fn hms(
     .bind(&language)
     .fetch_one(&s.pool)
     .await?;
-    // DJI: without page and page_size, the first page holds every row
-    let (page, size) = match (page, size) {
-        (Some(p), Some(z)) => (p.max(1), z.clamp(1, 1000)),
-        _ => (1, total.max(1)),
-    };
+    let (page, size) = paging.resolve_or_all(total);
     let rows: Vec<HmsRow> = sqlx::query_as(&format!(
         "{HMS_SELECT} WHERE {filter} ORDER BY h.create_time DESC, h.hms_id LIMIT $9 OFFSET $10"
     ))

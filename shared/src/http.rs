@@ -63,6 +63,15 @@ impl PageQuery {
         let size = self.page_size.unwrap_or(default_size).clamp(1, 1000);
         (page, size)
     }
+
+    /// As DJI's HMS list pages: without both `page` and `page_size`, the first page holds all
+    /// `total` rows.
+    pub fn resolve_or_all(self, total: i64) -> (i64, i64) {
+        match (self.page, self.page_size) {
+            (Some(_), Some(_)) => self.resolve(total.max(1)),
+            _ => (1, total.max(1)),
+        }
+    }
 }
 
 /// DJI's pagination object; Pilot 2 parses these exact names.

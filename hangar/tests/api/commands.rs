@@ -374,6 +374,18 @@ async fn progress_and_control_events_reach_the_web_client_and_are_answered() {
     let sn = dock.sn.clone();
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr)).await.unwrap();
+    // the session is registered once an OSD of the dock reaches it
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no dock_osd on the WebSocket");
+        let osd = json!({"tid": uuid::Uuid::new_v4().to_string(), "bid": "o", "timestamp": 1, "gateway": sn, "data": {"mode_code": 0}});
+        dock.publish(&format!("thing/product/{sn}/osd"), osd).await;
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+            if m.to_text().unwrap_or("").contains("\"dock_osd\"") {
+                break;
+            }
+        }
+    }
     let r = job(&app, &token, &sn, "cover_open", json!({})).await;
     assert_eq!(r["code"], 0);
     let bid = dock.got("cover_open")[0]["bid"].as_str().unwrap().to_string();
@@ -574,7 +586,7 @@ async fn the_dock_simulator_binds_itself_answers_every_dock_endpoint_and_reports
         r["data"]["list"].as_array().is_some_and(|l| l.iter().any(|d| d["device_sn"] == sn.as_str()))
     })
     .await;
-    assert_eq!(fleet.bound(), 1);
+    app.wait_for("the simulator saw its bind answered", || async { fleet.bound() == 1 }).await;
     app.wait_for("online", || async {
         sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
             .bind(&sn)
@@ -586,6 +598,16 @@ async fn the_dock_simulator_binds_itself_answers_every_dock_endpoint_and_reports
     .await;
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr)).await.unwrap();
+    // the session is registered once the dock's OSD reaches it; pushes before that are not its own
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no dock_osd on the WebSocket");
+        if let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            if m.to_text().unwrap_or("").contains("\"dock_osd\"") {
+                break;
+            }
+        }
+    }
 
     let base = format!("/control/api/v1/devices/{sn}");
     let payload = "80-0-0";
