@@ -114,7 +114,7 @@ fn mqtt_client(name: &str) -> (AsyncClient, rumqttc::EventLoop) {
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(1 << 20, 1 << 20);
     o.set_inflight(1000);
-    AsyncClient::new(o, 10_000)
+    mqtt_bridge::mqtt::client(o, 10_000)
 }
 
 /// Polls an event loop until the first SubAck, then hands each publish to `on_publish`.

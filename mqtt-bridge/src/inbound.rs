@@ -251,7 +251,7 @@ impl Inbound {
             credentials,
         );
         options.set_manual_acks(true);
-        let (client, eventloop) = AsyncClient::new(options, usize::from(u16::MAX) + CHANNEL);
+        let (client, eventloop) = crate::mqtt::client(options, usize::from(u16::MAX) + CHANNEL);
         Self { client, eventloop, generation: Arc::new(Mutex::new(0)) }
     }
 }

@@ -22,6 +22,7 @@
 //! - `mqtt`: broker URL, client options, reconnect backoff.
 //! - `inbound`: MQTT → JetStream (event-loop task and publishing worker).
 //! - `outbound`: JetStream → MQTT (pull consumer and its own MQTT connection).
+//! - [`mqtt`]: broker URLs, client options (TCP_NODELAY on), reconnect backoff.
 //! - [`sim`]: a fleet of simulated docks for tests, demos and benchmarks (binary `dock-sim`).
 //!
 //! Metrics: `hangar_bridge_inbound_total{kind}`, `hangar_bridge_outbound_total`,
@@ -29,7 +30,7 @@
 //! outbound connection is up).
 
 mod inbound;
-mod mqtt;
+pub mod mqtt;
 mod outbound;
 pub mod sim;
 pub mod topic;

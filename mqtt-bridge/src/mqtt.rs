@@ -77,6 +77,14 @@ pub fn options(
     o
 }
 
+/// A client and its event loop with Nagle's algorithm off: commands and replies are small
+/// messages that must not wait for the previous one's TCP acknowledgement.
+pub fn client(options: MqttOptions, capacity: usize) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, capacity);
+    eventloop.network_options.set_tcp_nodelay(true);
+    (client, eventloop)
+}
+
 /// Exponential backoff with jitter for reconnecting: 100 ms doubling up to 10 s.
 #[derive(Debug)]
 pub struct Backoff {

@@ -67,7 +67,7 @@ impl Outbound {
         // More packet ids than messages outstanding: rumqttc never has to hold a publish back.
         options.set_inflight(WINDOW as u16 * 2);
         // At most WINDOW publishes plus a disconnect are ever queued, so `publish` never waits.
-        let (client, eventloop) = AsyncClient::new(options, WINDOW * 2 + 16);
+        let (client, eventloop) = crate::mqtt::client(options, WINDOW * 2 + 16);
         Self { client, eventloop }
     }
 }

@@ -289,7 +289,7 @@ impl Fleet {
             let client_id = format!("{}sim{k}-{}", config.sn_prefix, &run_id[..8]);
             let mut options = mqtt::options(&url, &client_id, Duration::from_secs(30), true, None);
             options.set_inflight(200);
-            let (client, eventloop) = AsyncClient::new(options, 1024);
+            let (client, eventloop) = mqtt::client(options, 1024);
             let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
             let (connected_tx, connected_rx) = watch::channel(0u64);
             let (subscribed_tx, subscribed_rx) = watch::channel(false);
