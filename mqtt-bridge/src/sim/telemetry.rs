@@ -117,6 +117,37 @@ impl DockState {
     }
 
     pub(super) fn dock_osd(&self) -> Value {
+        let mut osd = self.dock_osd_state();
+        if let (Some(data), Value::Object(more)) = (osd["data"].as_object_mut(), self.dock_osd_hardware()) {
+            data.extend(more);
+        }
+        osd
+    }
+
+    /// What the web client's dock panel shows besides the dock's state.
+    fn dock_osd_hardware(&self) -> Value {
+        json!({
+            "acc_time": 3_600 * 1_200,
+            "activation_time": 1_735_689_600,
+            "first_power_on": 1_735_689_600_000i64,
+            "electric_supply_voltage": 230,
+            "working_voltage": 24_500,
+            "working_current": 1_200,
+            "supplement_light_state": 0,
+            "battery_store_mode": 1,
+            "drc_state": 0,
+            "user_experience_improvement": 0,
+            "air_conditioner": {"air_conditioner_state": 0, "switch_time": 0},
+            "backup_battery": {"voltage": 26_000, "temperature": round1(self.temperature), "switch": 0},
+            "alternate_land_point": {"latitude": self.lat + 0.0005, "longitude": self.lon, "safe_land_height": 30, "is_configured": 1},
+            "wireless_link": {"4g_freq_band": 2.4, "4g_gnd_quality": 5, "4g_link_state": 1, "4g_quality": 5, "4g_uav_quality": 5,
+                "dongle_number": 1, "link_workmode": 0, "sdr_freq_band": 5.8, "sdr_link_state": 1, "sdr_quality": 5},
+            "drone_battery_maintenance_info": {"maintenance_state": 0, "maintenance_time_left": 0, "heat_state": 0,
+                "batteries": [{"index": 0, "capacity_percent": self.battery.round() as i64, "voltage": 25_000, "temperature": round1(self.temperature)}]},
+        })
+    }
+
+    fn dock_osd_state(&self) -> Value {
         json!({
             "tid": tid(), "bid": tid(), "timestamp": now_ms(), "gateway": self.ids.dock_sn,
             "data": {
