@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::routing::{delete, post, put};
+use axum::Router;
 use cqrs_es::AggregateError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -26,6 +28,15 @@ pub struct BindBody {
     workspace_id: Option<String>,
     user_id: Option<String>,
     nickname: Option<String>,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/manage/api/v1/devices/{device_sn}/binding", post(bind))
+        .route("/manage/api/v1/devices/{device_sn}/unbinding", delete(unbind))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", put(update))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property", put(property_set))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", put(hms_read))
 }
 
 /// `POST /manage/api/v1/devices/{device_sn}/binding`: binds an online device to the caller's

@@ -27,7 +27,6 @@ pub mod users;
 use std::sync::Arc;
 
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{delete, post, put};
 use axum::Router;
 use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
@@ -83,24 +82,15 @@ impl AppState {
 /// The routes of command-api, with authentication and the workspace guard applied.
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
-        .route("/manage/api/v1/users/{workspace_id}/users/{user_id}", put(users::update))
-        .route("/media/api/v1/workspaces/{workspace_id}/fast-upload", post(media::fast_upload))
-        .route("/media/api/v1/workspaces/{workspace_id}/upload-callback", post(media::upload_callback))
-        .route("/media/api/v1/workspaces/{workspace_id}/files/tiny-fingerprints", post(media::tiny_fingerprints))
-        .route("/media/api/v1/workspaces/{workspace_id}/group-upload-callback", post(media::group_upload_callback))
-        .route("/storage/api/v1/workspaces/{workspace_id}/sts", post(storage::sts))
-        .route("/manage/api/v1/devices/{device_sn}/binding", post(devices::bind))
-        .route("/manage/api/v1/devices/{device_sn}/unbinding", delete(devices::unbind))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", put(devices::update))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property", put(devices::property_set))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", put(devices::hms_read))
+        .merge(users::router())
+        .merge(media::router())
+        .merge(storage::router())
+        .merge(devices::router())
         .merge(control::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
-    let public = Router::new()
-        .route("/manage/api/v1/login", post(login::login))
-        .route("/manage/api/v1/token/refresh", post(login::refresh));
-    protected.merge(public).with_state(state)
+    // login and token refresh check their credentials themselves
+    protected.merge(login::router()).with_state(state)
 }
 
 /// How a failed command reads to the client.

@@ -3,6 +3,8 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use shared::auth::{verify_password, TOKEN_HEADER};
 use shared::error::ok;
@@ -45,6 +47,10 @@ pub struct UserRow {
 }
 
 const USER_COLUMNS: &str = "user_id, username, password_hash, workspace_id, user_type, mqtt_username, mqtt_password";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/manage/api/v1/login", post(login)).route("/manage/api/v1/token/refresh", post(refresh))
+}
 
 pub async fn user_by_name(pool: &PgPool, username: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM rm_users WHERE username = $1"))

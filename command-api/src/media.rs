@@ -3,6 +3,8 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use shared::auth::Auth;
@@ -71,6 +73,14 @@ pub struct UploadCallback {
     ext: Option<MediaExt>,
     #[serde(default)]
     metadata: Option<Value>,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/media/api/v1/workspaces/{workspace_id}/fast-upload", post(fast_upload))
+        .route("/media/api/v1/workspaces/{workspace_id}/upload-callback", post(upload_callback))
+        .route("/media/api/v1/workspaces/{workspace_id}/files/tiny-fingerprints", post(tiny_fingerprints))
+        .route("/media/api/v1/workspaces/{workspace_id}/group-upload-callback", post(group_upload_callback))
 }
 
 /// `POST …/upload-callback`: records the file; the same file reported again (Pilot 2 retries) is the

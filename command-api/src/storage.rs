@@ -4,6 +4,8 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
 use serde_json::{json, Value};
 use shared::error::ok;
 use shared::event_store::load;
@@ -11,6 +13,10 @@ use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
 
 use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/storage/api/v1/workspaces/{workspace_id}/sts", post(sts))
+}
 
 /// Credentials for the workspace's folder only (DJI's StsCredentialsResponse).
 #[tracing::instrument(level = "debug", skip_all, fields(workspace_id = %workspace_id))]

@@ -3,6 +3,8 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::routing::put;
+use axum::Router;
 use serde::Deserialize;
 use shared::auth::Auth;
 use shared::domain::user::UserCommand;
@@ -17,6 +19,10 @@ use crate::{command_error, AppState};
 pub struct UpdateUser {
     mqtt_username: Option<String>,
     mqtt_password: Option<String>,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/manage/api/v1/users/{workspace_id}/users/{user_id}", put(update))
 }
 
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, user_id = %user_id))]

@@ -3,6 +3,8 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -150,6 +152,19 @@ async fn with_children(s: &AppState, parents: &[DeviceRow]) -> ApiResult<Vec<Dev
             .await?
     };
     Ok(parents.iter().map(|p| dto(p, children.iter().find(|c| c.device_sn == p.child_sn && c.online))).collect())
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/manage/api/v1/devices/{workspace_id}/devices", get(list))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/bound", get(bound))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/type-counts", get(type_counts))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/domain-stats", get(domain_stats))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/hms", get(hms))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", get(hms_unread))
+        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", get(one))
+        .route("/manage/api/v1/devices/type-counts", get(type_counts_all))
+        .route("/manage/api/v1/workspaces/{workspace_id}/devices/topologies", get(topologies))
 }
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices`: the workspace's gateways (docks and remote

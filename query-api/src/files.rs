@@ -5,6 +5,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use shared::error::ok;
 use shared::http::{DjiQuery, PageQuery, Paginated};
@@ -43,6 +45,17 @@ struct FileRow {
     fingerprint: String,
     create_time: chrono::DateTime<chrono::Utc>,
     job_id: String,
+}
+
+/// The signed links of the local object store: public, the signature is the authorization.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/storage/api/v1/objects/{*key}", get(local_object))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/media/api/v1/files/{workspace_id}/files", get(list))
+        .route("/media/api/v1/files/{workspace_id}/file/{file_id}/url", get(url))
 }
 
 /// `GET /media/api/v1/files/{workspace_id}/files?page=1&page_size=10`, newest first.

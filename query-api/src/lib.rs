@@ -50,26 +50,15 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
-        .route("/manage/api/v1/users/current", get(users::current))
-        .route("/manage/api/v1/users/{workspace_id}/users", get(users::list))
-        .route("/manage/api/v1/workspaces/current", get(users::current_workspace))
-        .route("/media/api/v1/files/{workspace_id}/files", get(files::list))
-        .route("/media/api/v1/files/{workspace_id}/file/{file_id}/url", get(files::url))
-        .route("/manage/api/v1/devices/{workspace_id}/devices", get(devices::list))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/bound", get(devices::bound))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/type-counts", get(devices::type_counts))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/domain-stats", get(devices::domain_stats))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/hms", get(devices::hms))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", get(devices::hms_unread))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", get(devices::one))
-        .route("/manage/api/v1/devices/type-counts", get(devices::type_counts_all))
-        .route("/manage/api/v1/workspaces/{workspace_id}/devices/topologies", get(devices::topologies))
+        .merge(users::router())
+        .merge(files::router())
+        .merge(devices::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = Router::new()
         // the WebSocket checks its `?x-auth-token=` itself, to answer the handshake properly
         .route("/api/v1/ws", get(ws::upgrade))
-        .route("/storage/api/v1/objects/{*key}", get(files::local_object));
+        .merge(files::public_router());
     protected.merge(public).with_state(state)
 }
 

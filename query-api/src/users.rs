@@ -2,6 +2,8 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use serde::Serialize;
 use shared::auth::Auth;
 use shared::error::ok;
@@ -23,6 +25,13 @@ pub struct CurrentUser {
     mqtt_password: String,
     #[sqlx(default)]
     mqtt_addr: String,
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/manage/api/v1/users/current", get(current))
+        .route("/manage/api/v1/users/{workspace_id}/users", get(list))
+        .route("/manage/api/v1/workspaces/current", get(current_workspace))
 }
 
 pub async fn current(State(s): State<AppState>, Auth(claims): Auth) -> ApiResult<Response> {
