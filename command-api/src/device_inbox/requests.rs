@@ -10,6 +10,7 @@
 use serde_json::{json, Value};
 use shared::domain::device::{DeviceCommand, Model};
 use shared::event_store::{execute, load, metadata};
+use shared::protocol::requests as wire;
 use shared::protocol::{codes, Envelope};
 
 use crate::AppState;
@@ -35,12 +36,11 @@ async fn workspace(s: &AppState, bind_code: &str, id: &str) -> anyhow::Result<Op
 /// The `data` of the `requests_reply` to this request.
 pub async fn answer(s: &AppState, gw: &str, env: &Envelope) -> anyhow::Result<Value> {
     let d = &env.data;
-    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     Ok(match env.method.as_str() {
         "airport_bind_status" => {
             let mut out = Vec::new();
-            for dev in d.get("devices").and_then(Value::as_array).cloned().unwrap_or_default() {
-                let sn = str_of(&dev, "sn");
+            for dev in wire::parse::<wire::BindStatus>(d).devices {
+                let sn = dev.sn;
                 if sn.is_empty() {
                     continue;
                 }
@@ -59,7 +59,7 @@ pub async fn answer(s: &AppState, gw: &str, env: &Envelope) -> anyhow::Result<Va
             json!({"result": codes::OK, "output": {"bind_status": out}})
         }
         "airport_organization_get" => {
-            let code = str_of(d, "device_binding_code");
+            let code = wire::parse::<wire::OrganizationGet>(d).device_binding_code;
             if code.is_empty() {
                 return Ok(json!({"result": codes::ILLEGAL_ARGUMENT, "output": {}}));
             }
@@ -70,13 +70,13 @@ pub async fn answer(s: &AppState, gw: &str, env: &Envelope) -> anyhow::Result<Va
         }
         "airport_organization_bind" => {
             let mut errs = Vec::new();
-            for b in d.get("bind_devices").and_then(Value::as_array).cloned().unwrap_or_default() {
-                let sn = str_of(&b, "sn");
-                let ws = workspace(s, &str_of(&b, "device_binding_code"), &str_of(&b, "organization_id")).await?;
-                let model = b.get("device_model_key").and_then(Value::as_str).and_then(parse_model_key);
+            for b in wire::parse::<wire::OrganizationBind>(d).bind_devices {
+                let sn = b.sn;
+                let ws = workspace(s, &b.device_binding_code, &b.organization_id).await?;
+                let model = parse_model_key(&b.device_model_key);
                 let ok = match (ws, sn.is_empty()) {
                     (Some((workspace_id, _)), false) => {
-                        let nickname = Some(str_of(&b, "device_callsign")).filter(|n| !n.is_empty());
+                        let nickname = Some(b.device_callsign).filter(|n| !n.is_empty());
                         let cmd = DeviceCommand::Bind {
                             workspace_id,
                             user_id: String::new(),
@@ -93,7 +93,7 @@ pub async fn answer(s: &AppState, gw: &str, env: &Envelope) -> anyhow::Result<Va
             json!({"result": codes::OK, "output": {"err_infos": errs}})
         }
         "config" => {
-            if d.get("config_scope").and_then(Value::as_str).is_some_and(|sc| sc != "product") {
+            if wire::parse::<wire::ConfigRequest>(d).config_scope.is_some_and(|sc| sc != "product") {
                 return Ok(json!({"result": codes::ILLEGAL_ARGUMENT, "output": "illegal argument"}));
             }
             let c = &s.config;

@@ -3,6 +3,7 @@
 //! types give them meaning.
 
 pub mod codes;
+pub mod requests;
 pub mod services;
 pub mod topology;
 
