@@ -332,15 +332,7 @@ async fn commands_to_unknown_offline_or_foreign_devices_are_refused_and_not_sent
     let sn = dock.sn.clone();
 
     // seen but not bound: to this workspace it is unknown, exactly like a serial number never seen
-    app.wait_for("dock known", || async {
-        sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
-            .bind(&sn)
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap()
-            == Some(true)
-    })
-    .await;
+    app.wait_for("dock known", || async { app.online(&sn).await == Some(true) }).await;
     let unbound = job(&app, &token, &sn, "cover_open", json!({})).await;
     let unknown = job(&app, &token, "NO-SUCH-DOCK", "cover_open", json!({})).await;
     assert_eq!(unbound["code"], 210001);
@@ -354,14 +346,7 @@ async fn commands_to_unknown_offline_or_foreign_devices_are_refused_and_not_sent
     assert_eq!(job(&app, &other, &sn, "cover_open", json!({})).await, unknown);
 
     // silent past the offline timeout: refused as offline
-    app.wait_for("dock offline", || async {
-        !sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
-            .bind(&sn)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap()
-    })
-    .await;
+    app.wait_for("dock offline", || async { app.online(&sn).await == Some(false) }).await;
     let r = job(&app, &token, &sn, "cover_open", json!({})).await;
     assert_eq!((r["code"].clone(), r["message"].clone()), (json!(212015), json!("The device is offline.")));
     assert!(dock.received().is_empty(), "nothing was sent: {:?}", dock.received());
@@ -587,15 +572,7 @@ async fn the_dock_simulator_binds_itself_answers_every_dock_endpoint_and_reports
     })
     .await;
     app.wait_for("the simulator saw its bind answered", || async { fleet.bound() == 1 }).await;
-    app.wait_for("online", || async {
-        sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
-            .bind(&sn)
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap()
-            == Some(true)
-    })
-    .await;
+    app.wait_for("online", || async { app.online(&sn).await == Some(true) }).await;
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr)).await.unwrap();
     // the session is registered once the dock's OSD reaches it; pushes before that are not its own

@@ -100,15 +100,7 @@ pub(crate) async fn request(
 }
 
 pub(crate) async fn bind(app: &TestApp, token: &str, sn: &str) {
-    app.wait_for("device online", || async {
-        sqlx::query_scalar::<_, bool>("SELECT online FROM rm_devices WHERE device_sn = $1")
-            .bind(sn)
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap()
-            == Some(true)
-    })
-    .await;
+    app.wait_for("device online", || async { app.online(sn).await == Some(true) }).await;
     let (_, r) = app
         .post(&format!("/manage/api/v1/devices/{sn}/binding"), token, json!({"device_sn": sn, "workspace_id": WS}))
         .await;

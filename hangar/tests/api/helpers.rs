@@ -183,6 +183,15 @@ impl TestApp {
         wait_for(what, Duration::from_secs(30), f).await
     }
 
+    /// Whether a device is online in the read model (`None`: not known there).
+    pub async fn online(&self, sn: &str) -> Option<bool> {
+        sqlx::query_scalar("SELECT online FROM rm_devices WHERE device_sn = $1")
+            .bind(sn)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+    }
+
     /// Signs arbitrary claims with this installation's secret.
     pub fn sign(&self, claims: Value) -> String {
         jsonwebtoken::encode(
