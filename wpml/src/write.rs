@@ -117,16 +117,15 @@ fn check(mission: &Mission) -> Result<Checked<'_>, WpmlError> {
     if !speed_ok(mission.auto_flight_speed) {
         return invalid(format!("auto_flight_speed must be above 0 and at most {MAX_SPEED} m/s"));
     }
-    if !(mission.take_off_security_height.is_finite() && (1.5..=1500.0).contains(&mission.take_off_security_height)) {
+    if !(1.5..=1500.0).contains(&mission.take_off_security_height) {
         return invalid("take_off_security_height must be between 1.5 and 1500 m".to_owned());
     }
     for (i, p) in mission.waypoints.iter().enumerate() {
-        if !(p.longitude.is_finite() && (-180.0..=180.0).contains(&p.longitude))
-            || !(p.latitude.is_finite() && (-90.0..=90.0).contains(&p.latitude))
-        {
+        // `contains` is false for NaN and infinities, so these checks also refuse them.
+        if !((-180.0..=180.0).contains(&p.longitude) && (-90.0..=90.0).contains(&p.latitude)) {
             return invalid(format!("waypoint {i} has no valid longitude and latitude"));
         }
-        if !(p.height.is_finite() && (-1500.0..=1500.0).contains(&p.height)) {
+        if !(-1500.0..=1500.0).contains(&p.height) {
             return invalid(format!("waypoint {i} has a height outside -1500..1500 m"));
         }
         if p.speed.is_some_and(|s| !speed_ok(s)) {
