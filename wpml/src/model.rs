@@ -209,32 +209,13 @@ impl Kmz {
     /// Every waypoint of every wayline (waylines.wpml, else template.kml), in order. Placemarks
     /// without a point (mapping areas) are skipped.
     pub fn waypoints(&self) -> Vec<Waypoint> {
-        // waylines.wpml is what the aircraft flies; a template alone is all some planners export.
-        let Some(doc) = self.waylines.as_ref().or(self.template.as_ref()) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for folder in &doc.folders {
-            for (position, p) in folder.placemarks.iter().enumerate() {
-                let Some(point) = p.point else { continue };
-                let height = p
-                    .execute_height
-                    .or(p.height)
-                    .or(p.ellipsoid_height)
-                    .or(point.altitude)
-                    .or_else(|| folder.extra.get("globalHeight").and_then(Value::as_f64))
-                    .unwrap_or(0.0);
-                out.push(Waypoint {
-                    index: p.index.unwrap_or(position as i64),
-                    longitude: point.longitude,
-                    latitude: point.latitude,
-                    height,
-                    speed: p.speed,
-                    actions: p.actions.clone(),
-                });
-            }
+        // waylines.wpml is what the aircraft flies; a template alone is all some planners export,
+        // and a waylines file without points says nothing the template does not.
+        let flown = self.waylines.as_ref().map(document_waypoints).unwrap_or_default();
+        if !flown.is_empty() {
+            return flown;
         }
-        out
+        self.template.as_ref().map(document_waypoints).unwrap_or_default()
     }
 
     /// JSON for the kmz-to-json endpoint, snake_case: the model keys and template types, both
@@ -256,6 +237,31 @@ impl Kmz {
     fn documents(&self) -> impl Iterator<Item = &Document> {
         self.template.iter().chain(self.waylines.iter())
     }
+}
+
+fn document_waypoints(doc: &Document) -> Vec<Waypoint> {
+    let mut out = Vec::new();
+    for folder in &doc.folders {
+        for (position, p) in folder.placemarks.iter().enumerate() {
+            let Some(point) = p.point else { continue };
+            let height = p
+                .execute_height
+                .or(p.height)
+                .or(p.ellipsoid_height)
+                .or(point.altitude)
+                .or_else(|| folder.extra.get("globalHeight").and_then(Value::as_f64))
+                .unwrap_or(0.0);
+            out.push(Waypoint {
+                index: p.index.unwrap_or(position as i64),
+                longitude: point.longitude,
+                latitude: point.latitude,
+                height,
+                speed: p.speed,
+                actions: p.actions.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// Parses one WPML document; `what` names it in errors.
@@ -486,6 +492,22 @@ mod tests {
         assert_eq!(d.folders[0].auto_flight_speed, None);
         assert_eq!(d.folders[0].extra["autoFlightSpeed"], Value::from("fast"));
         assert_eq!(d.folders[0].extra["newThing"], json!({"a": 1}));
+    }
+
+    #[test]
+    fn waypoints_come_from_the_template_when_waylines_have_none() {
+        let template = b"<kml><Document><Folder><Placemark><Point><coordinates>1,2,3</coordinates></Point>\
+            </Placemark></Folder></Document></kml>";
+        let empty = b"<kml><Document><Folder/></Document></kml>";
+        let kmz = Kmz {
+            template: Some(parse_document(template, "t").unwrap()),
+            waylines: Some(parse_document(empty, "w").unwrap()),
+            resources: vec![],
+        };
+        let points = kmz.waypoints();
+        assert_eq!(points.len(), 1);
+        // Without any height element the point's altitude is the height.
+        assert_eq!((points[0].index, points[0].longitude, points[0].height), (0, 1.0, 3.0));
     }
 
     #[test]

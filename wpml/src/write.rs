@@ -10,7 +10,7 @@ use std::io::{Cursor, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use quick_xml::escape::escape;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
@@ -37,13 +37,17 @@ pub struct Mission {
     /// `0-<type>-<sub_type>`, e.g. `0-67-0`.
     pub drone_model_key: String,
     /// `1-<type>-<sub_type>`, e.g. `1-53-0`; empty for none.
+    #[serde(deserialize_with = "or_default")]
     pub payload_model_key: String,
     pub waypoints: Vec<MissionPoint>,
     /// m/s; the speed of points without their own. Default 10.
+    #[serde(deserialize_with = "or_default_speed")]
     pub auto_flight_speed: f64,
     /// `goHome` (default), `noAction`, `autoLand` or `gotoFirstWaypoint`.
+    #[serde(deserialize_with = "or_default_finish_action")]
     pub finish_action: String,
     /// Metres the aircraft climbs before heading to the first point. Default 20.
+    #[serde(deserialize_with = "or_default_security_height")]
     pub take_off_security_height: f64,
 }
 
@@ -72,7 +76,26 @@ pub struct MissionPoint {
     /// m/s; the mission's `auto_flight_speed` when absent.
     pub speed: Option<f64>,
     /// `takePhoto`, `startRecord` or `stopRecord`, done in order on reaching the point.
+    #[serde(deserialize_with = "or_default")]
     pub actions: Vec<String>,
+}
+
+// Web clients send `null` for optional fields as often as they leave them out; both mean "the
+// default".
+fn or_default<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn or_default_speed<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(Mission::default().auto_flight_speed))
+}
+
+fn or_default_finish_action<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(|| Mission::default().finish_action))
+}
+
+fn or_default_security_height<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(Mission::default().take_off_security_height))
 }
 
 /// A model key split into its type and sub type, checked for its domain.
@@ -491,7 +514,8 @@ mod tests {
     fn mission_deserialises_with_defaults() {
         let m: Mission = serde_json::from_str(
             r#"{"name":"n","drone_model_key":"0-67-0","payload_model_key":"1-53-0",
-                "waypoints":[{"longitude":1,"latitude":2,"height":3},{"longitude":1.1,"latitude":2,"height":3,"speed":5,"actions":["takePhoto"]}]}"#,
+                "finish_action":null,"auto_flight_speed":null,
+                "waypoints":[{"longitude":1,"latitude":2,"height":3,"actions":null},{"longitude":1.1,"latitude":2,"height":3,"speed":5,"actions":["takePhoto"]}]}"#,
         )
         .unwrap();
         assert_eq!(m.finish_action, "goHome");
