@@ -14,7 +14,7 @@
 //!   between exporters, local names do not).
 //! - [`model`]: the typed documents ([`Document`], [`Folder`], [`Placemark`], …) and what the
 //!   wayline endpoints read from them (model keys, template types, waypoints, JSON).
-//! - [`write`]: [`Mission`] → KMZ, for wayline generation.
+//! - [`write`](mod@write): [`Mission`] → KMZ, for wayline generation.
 
 pub mod archive;
 pub mod model;
