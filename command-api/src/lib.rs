@@ -13,6 +13,8 @@
 //! - [`control`]: the Dock controller (remote debugging, fly-to, takeoff, authority, payload).
 //! - [`device_service`]: the one path of every command to a device and its answer.
 //! - [`device_inbox`]: device messages that change domain state or need an answer.
+//! - [`wayline_file`]: WaylineFileController writes (import, Pilot 2's upload callback, favorites,
+//!   delete).
 
 pub mod control;
 pub mod device_inbox;
@@ -23,6 +25,7 @@ pub mod media;
 pub mod s3_endpoint;
 pub mod storage;
 pub mod users;
+pub mod wayline_file;
 
 use std::sync::Arc;
 
@@ -32,6 +35,7 @@ use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::device_command::DeviceCommand;
 use shared::domain::device_progress::DeviceProgress;
+use shared::domain::wayline_file::WaylineFile;
 use shared::domain::{device::Device, file_group::FileGroup, media::MediaFile, user::User};
 use shared::error::DjiCode;
 use shared::event_store::{cqrs, Appender, Cqrs};
@@ -52,6 +56,7 @@ pub struct AppState {
     pub devices: Arc<Cqrs<Device>>,
     pub device_commands: Arc<Cqrs<DeviceCommand>>,
     pub device_progress: Arc<Cqrs<DeviceProgress>>,
+    pub wayline_files: Arc<Cqrs<WaylineFile>>,
     /// This process's id, recorded with the commands it sends and the replies it reads.
     pub instance: String,
     pub js: async_nats::jetstream::Context,
@@ -69,6 +74,7 @@ impl AppState {
             devices: cqrs(&appender),
             device_commands: cqrs(&appender),
             device_progress: cqrs(&appender),
+            wayline_files: cqrs(&appender),
             instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
@@ -87,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(storage::router())
         .merge(devices::router())
         .merge(control::router())
+        .merge(wayline_file::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     // login and token refresh check their credentials themselves

@@ -5,13 +5,15 @@
 //! - [`runner`]: the projection framework. One durable pull consumer per projection; the read-model
 //!   write and a per-aggregate checkpoint commit in one transaction; acks only after commit;
 //!   rebuild from the start of the stream; lag as a metric.
-//! - [`devices`], [`media`], [`users`], [`workspaces`]: the read models the query API serves.
+//! - [`devices`], [`media`], [`users`], [`wayline_files`], [`workspaces`]: the read models the query
+//!   API serves.
 
 pub mod devices;
 pub mod media;
 pub mod relay;
 pub mod runner;
 pub mod users;
+pub mod wayline_files;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(users::Users),
         Arc::new(media::MediaFiles),
         Arc::new(devices::Devices),
+        Arc::new(wayline_files::WaylineFiles),
     ]
 }
 

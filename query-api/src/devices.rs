@@ -181,7 +181,7 @@ pub async fn one(State(s): State<AppState>, Path((workspace_id, sn)): Path<(Stri
     Ok(ok(with_children(&s, std::slice::from_ref(row)).await?.pop()))
 }
 
-fn query_values(query: &Option<String>, key: &str) -> Vec<String> {
+pub(crate) fn query_values(query: &Option<String>, key: &str) -> Vec<String> {
     // `?k=a&k=b` and `?k=a,b` both mean [a, b]
     url_pairs(query.as_deref().unwrap_or_default())
         .filter(|(k, _)| k == key)
@@ -189,7 +189,7 @@ fn query_values(query: &Option<String>, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn query_value<T: std::str::FromStr>(query: &Option<String>, key: &str) -> Result<Option<T>, ApiError> {
+pub(crate) fn query_value<T: std::str::FromStr>(query: &Option<String>, key: &str) -> Result<Option<T>, ApiError> {
     match query_values(query, key).first() {
         None => Ok(None),
         Some(v) => v.parse().map(Some).map_err(|_| ApiError::failed(format!("Invalid query parameter {key}: {v:?}"))),
@@ -197,7 +197,7 @@ fn query_value<T: std::str::FromStr>(query: &Option<String>, key: &str) -> Resul
 }
 
 /// `page` and `page_size` of a query that also carries repeated or comma-separated parameters.
-fn page_query(q: &Option<String>) -> Result<PageQuery, ApiError> {
+pub(crate) fn page_query(q: &Option<String>) -> Result<PageQuery, ApiError> {
     Ok(PageQuery { page: query_value(q, "page")?, page_size: query_value(q, "page_size")? })
 }
 

@@ -4,6 +4,7 @@
 //!   of the local object store.
 //! - [`users`]: UserController reads (current user, a workspace's users) and WorkspaceController.
 //! - [`devices`]: DeviceController, TopologyController and DeviceHmsController reads.
+//! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
 
@@ -11,6 +12,7 @@ pub mod devices;
 pub mod files;
 pub mod push;
 pub mod users;
+pub mod wayline_file;
 pub mod ws;
 
 use std::sync::Arc;
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(files::router())
         .merge(devices::router())
+        .merge(wayline_file::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = Router::new()

@@ -12,3 +12,4 @@ mod media;
 mod replay;
 mod s3;
 mod storage;
+mod wayline_file;

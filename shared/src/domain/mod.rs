@@ -7,6 +7,7 @@ pub mod device_progress;
 pub mod file_group;
 pub mod media;
 pub mod user;
+pub mod wayline_file;
 pub mod workspace;
 
 use uuid::Uuid;
