@@ -14,9 +14,10 @@ use object_store::ObjectStore as _;
 use serde::Deserialize;
 use shared::auth::{Auth, Claims};
 use shared::domain::wayline_file::{self, NewWaylineFile, WaylineFileCommand};
-use shared::error::ok_empty;
+use shared::error::{ok, ok_empty};
 use shared::event_store::{execute, load, metadata};
 use shared::http::DjiJson;
+use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
 
 use crate::{command_error, AppState};
@@ -32,6 +33,11 @@ pub fn router() -> Router<AppState> {
             post(import).layer(DefaultBodyLimit::max(MAX_KMZ_BYTES + (1 << 20))),
         )
         .route(&format!("{base}/upload-callback"), post(upload_callback))
+        .route(&format!("{base}/waylines/generate"), post(generate))
+        .route(
+            &format!("{base}/waylines/kmz-to-json"),
+            post(kmz_to_json).layer(DefaultBodyLimit::max(MAX_KMZ_BYTES + (1 << 20))),
+        )
         .route(&format!("{base}/favorites"), post(favorite).delete(unfavorite))
         .route(&format!("{base}/waylines/{{wayline_id}}"), delete(remove))
 }
@@ -49,8 +55,57 @@ fn inspect(bytes: &[u8]) -> ApiResult<wpml::Kmz> {
     })
 }
 
+/// The multipart part `file`: its own name (a client's path never becomes part of an object key)
+/// and its bytes.
+async fn kmz_part(mut form: Multipart) -> ApiResult<(String, Bytes)> {
+    while let Some(field) =
+        form.next_field().await.map_err(|e| ApiError::failed(format!("Invalid multipart body: {e}")))?
+    {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let name = field.file_name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| ApiError::failed(format!("Could not read the file: {e}")))?;
+        if bytes.is_empty() {
+            break;
+        }
+        let name = name.rsplit(['/', '\\']).next().unwrap_or_default().to_string();
+        return Ok((name, bytes));
+    }
+    Err(ApiError::failed("No file received."))
+}
+
+/// Stores a new `.kmz` of the workspace under a key of its own and registers it; a name already
+/// taken is refused before anything is stored.
+async fn store_and_register(
+    s: &AppState,
+    claims: &Claims,
+    file_name: &str,
+    bytes: Bytes,
+    mut new: NewWaylineFile,
+) -> ApiResult<()> {
+    let id = wayline_file::id(&new.workspace_id, &new.name);
+    if load(&s.wayline_files, &id).await.map_err(command_error)?.file().is_some() {
+        return Err(ApiError::failed("A wayline file with this name already exists."));
+    }
+    new.object_key = format!(
+        "{}/wayline/{}/{}",
+        s.storage.workspace_prefix(&new.workspace_id),
+        uuid::Uuid::new_v4().simple(),
+        file_name.replace(|c: char| c.is_control(), "_")
+    );
+    new.sign = md5_hex(&bytes);
+    new.size = bytes.len() as u64;
+    s.storage
+        .store()
+        .put(&ObjectPath::from(new.object_key.as_str()), bytes.into())
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing a wayline file")))?;
+    register(s, claims, new).await
+}
+
 /// Registers a file already stored; the object goes again if the name is taken meanwhile.
-async fn register(s: &AppState, claims: &Claims, new: NewWaylineFile) -> ApiResult<Response> {
+async fn register(s: &AppState, claims: &Claims, new: NewWaylineFile) -> ApiResult<()> {
     let id = wayline_file::id(&new.workspace_id, &new.name);
     let object_key = new.object_key.clone();
     let meta = metadata(&claims.username, &claims.workspace_id, "http");
@@ -60,29 +115,14 @@ async fn register(s: &AppState, claims: &Claims, new: NewWaylineFile) -> ApiResu
         }
         return Err(command_error(e));
     }
-    Ok(ok_empty())
+    Ok(())
 }
 
 /// `POST …/waylines/file/upload` (multipart part `file`): the web client's import. Workspace and
 /// creator come from the token.
 #[tracing::instrument(skip_all, fields(workspace_id = %claims.workspace_id))]
-pub async fn import(State(s): State<AppState>, Auth(claims): Auth, mut form: Multipart) -> ApiResult<Response> {
-    let mut file: Option<(String, Bytes)> = None;
-    loop {
-        let field = form.next_field().await.map_err(|e| ApiError::failed(format!("Invalid multipart body: {e}")))?;
-        let Some(field) = field else { break };
-        if field.name() != Some("file") {
-            continue;
-        }
-        let name = field.file_name().unwrap_or_default().to_string();
-        let bytes = field.bytes().await.map_err(|e| ApiError::failed(format!("Could not read the file: {e}")))?;
-        file = Some((name, bytes));
-        break;
-    }
-    let (file_name, bytes) =
-        file.filter(|(_, b)| !b.is_empty()).ok_or_else(|| ApiError::failed("No file received."))?;
-    // only the file's own name: a client's path never becomes part of an object key
-    let file_name = file_name.rsplit(['/', '\\']).next().unwrap_or_default().to_string();
+pub async fn import(State(s): State<AppState>, Auth(claims): Auth, form: Multipart) -> ApiResult<Response> {
+    let (file_name, bytes) = kmz_part(form).await?;
     let Some(name) = file_name.strip_suffix(".kmz").or_else(|| file_name.strip_suffix(".KMZ")) else {
         return Err(ApiError::failed("The file format is incorrect."));
     };
@@ -90,34 +130,51 @@ pub async fn import(State(s): State<AppState>, Auth(claims): Auth, mut form: Mul
         return Err(ApiError::failed("The file format is incorrect."));
     }
     let kmz = inspect(&bytes)?;
-    let workspace_id = claims.workspace_id.clone();
-    let id = wayline_file::id(&workspace_id, name);
-    if load(&s.wayline_files, &id).await.map_err(command_error)?.file().is_some() {
-        return Err(ApiError::failed("A wayline file with this name already exists."));
-    }
-    let object_key = format!(
-        "{}/wayline/{}/{}",
-        s.storage.workspace_prefix(&workspace_id),
-        uuid::Uuid::new_v4().simple(),
-        file_name.replace(|c: char| c.is_control(), "_")
-    );
     let new = NewWaylineFile {
-        workspace_id,
+        workspace_id: claims.workspace_id.clone(),
         name: name.to_string(),
-        sign: md5_hex(&bytes),
         drone_model_key: kmz.drone_model_key().unwrap_or_default(),
         payload_model_keys: kmz.payload_model_keys(),
         template_types: kmz.template_types(),
         user_name: claims.username.clone(),
-        size: bytes.len() as u64,
-        object_key: object_key.clone(),
+        ..Default::default()
     };
-    s.storage
-        .store()
-        .put(&ObjectPath::from(object_key.as_str()), bytes.into())
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing a wayline file")))?;
-    register(&s, &claims, new).await
+    store_and_register(&s, &claims, &file_name, bytes, new).await?;
+    Ok(ok_empty())
+}
+
+/// `POST …/waylines/generate` (`extensions.md`): a waypoint mission becomes a valid WPML `.kmz`,
+/// stored as a wayline file of the workspace; `data {wayline_id, name}`.
+#[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+pub async fn generate(
+    State(s): State<AppState>,
+    Auth(claims): Auth,
+    Path(workspace_id): Path<String>,
+    DjiJson(mission): DjiJson<wpml::Mission>,
+) -> ApiResult<Response> {
+    let name = mission.name.trim().to_string();
+    if name.is_empty() || name.contains(['/', '\\']) || name.chars().any(char::is_control) {
+        return Err(ApiError::failed("name must be a plain, non-empty file name."));
+    }
+    let bytes = wpml::write_kmz(&mission).map_err(|e| ApiError::code(codes::INVALID_PARAMETER, e.to_string()))?;
+    let new = NewWaylineFile {
+        workspace_id: workspace_id.clone(),
+        name: name.clone(),
+        drone_model_key: mission.drone_model_key.clone(),
+        payload_model_keys: Some(mission.payload_model_key.clone()).filter(|p| !p.is_empty()).into_iter().collect(),
+        template_types: vec![0],
+        user_name: claims.username.clone(),
+        ..Default::default()
+    };
+    store_and_register(&s, &claims, &format!("{name}.kmz"), Bytes::from(bytes), new).await?;
+    Ok(ok(serde_json::json!({"wayline_id": wayline_file::id(&workspace_id, &name), "name": name})))
+}
+
+/// `POST …/waylines/kmz-to-json` (multipart part `file`): the parsed template and waylines, every
+/// waypoint with its coordinates, height, speed and actions. Nothing is stored.
+pub async fn kmz_to_json(Auth(_claims): Auth, form: Multipart) -> ApiResult<Response> {
+    let (_, bytes) = kmz_part(form).await?;
+    Ok(ok(inspect(&bytes)?.to_json()))
 }
 
 #[derive(Debug, Default, Deserialize)]

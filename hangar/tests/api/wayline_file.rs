@@ -190,20 +190,21 @@ async fn files_that_are_not_wpml_are_refused_and_nothing_is_stored() {
         let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut bomb));
         z.start_file("wpmz/template.kml", zip::write::SimpleFileOptions::default()).unwrap();
         let zeros = vec![0u8; 1 << 20];
-        for _ in 0..300 {
+        // 8 MiB of zeros: a thousandfold compression, far past any route file
+        for _ in 0..8 {
             z.write_all(&zeros).unwrap();
         }
         z.finish().unwrap();
     }
-    for (name, bytes) in [
-        ("plain.kmz", b"this is not a zip".to_vec()),
-        ("empty.kmz", no_wpml),
-        ("bomb.kmz", bomb),
-        ("route.txt", mission("Route", 2)),
+    for (name, bytes, message) in [
+        ("plain.kmz", b"this is not a zip".to_vec(), "The file format is incorrect."),
+        ("empty.kmz", no_wpml, "The file format is incorrect."),
+        ("bomb.kmz", bomb, "zip bomb"),
+        ("route.txt", mission("Route", 2), "The file format is incorrect."),
     ] {
         let r = import(&app, &token, name, bytes).await;
         assert_eq!(r["code"], -1, "{name}: {r}");
-        assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}");
+        assert!(r["message"].as_str().is_some_and(|m| m.contains(message)), "{name}: {r}");
     }
     let res = app
         .http
@@ -248,5 +249,72 @@ async fn pilot_upload_callback_registers_the_stored_file() {
     assert_eq!(listed[0]["object_key"], key.as_str());
     let (_, r) = app.post(&cb, &token, body(&key)).await;
     assert_eq!(r["code"], -1, "the name is taken: {r}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_generated_wayline_round_trips_and_is_listed_like_an_imported_one() {
+    let app = TestApp::spawn().await;
+    let token = app.admin_token().await;
+    let points = json!([
+        {"longitude": 113.9431, "latitude": 22.5776, "height": 100, "speed": 8, "actions": ["takePhoto"]},
+        {"longitude": 113.9441, "latitude": 22.5786, "height": 110},
+        {"longitude": 113.9451, "latitude": 22.5776, "height": 120, "actions": ["startRecord"]}
+    ]);
+    let body = json!({"name": "Generated", "drone_model_key": "0-91-0", "payload_model_key": "1-80-0",
+        "waypoints": points, "auto_flight_speed": 10, "finish_action": "goHome"});
+    let (_, r) = app.post(&format!("/wayline/api/v1/workspaces/{WS}/waylines/generate"), &token, body.clone()).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let id = r["data"]["wayline_id"].as_str().unwrap().to_string();
+    assert_eq!(r["data"]["name"], "Generated");
+    let listed = wait_listed(&app, &token, 1).await;
+    assert_eq!((listed[0]["id"].as_str(), listed[0]["template_types"].clone()), (Some(id.as_str()), json!([0])));
+
+    // the stored file read back gives the same waypoints
+    let (_, r) = app.get(&format!("/wayline/api/v1/workspaces/{WS}/waylines/{id}/json"), &token).await;
+    let waypoints = r["data"]["waypoints"].as_array().unwrap().clone();
+    assert_eq!(waypoints.len(), 3, "{r}");
+    for (got, want) in waypoints.iter().zip(points.as_array().unwrap()) {
+        for k in ["longitude", "latitude", "height"] {
+            assert!((got[k].as_f64().unwrap() - want[k].as_f64().unwrap()).abs() < 1e-6, "{k}: {got} vs {want}");
+        }
+    }
+    // and the same through kmz-to-json with the downloaded bytes
+    let res = app
+        .http
+        .get(format!("{}/wayline/api/v1/workspaces/{WS}/waylines/{id}/url", app.base))
+        .header("x-auth-token", &token)
+        .send()
+        .await
+        .unwrap();
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let path = location.find("/storage/").map_or(location.as_str(), |i| &location[i..]);
+    let kmz = reqwest::get(format!("{}{path}", app.base)).await.unwrap().bytes().await.unwrap();
+    let part = reqwest::multipart::Part::bytes(kmz.to_vec()).file_name("Generated.kmz");
+    let r: Value = app
+        .http
+        .post(format!("{}/wayline/api/v1/workspaces/{WS}/waylines/kmz-to-json", app.base))
+        .header("x-auth-token", &token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["data"]["waypoints"], json!(waypoints));
+    assert_eq!(r["data"]["drone_model_key"], "0-91-0");
+
+    // the generated file imports like any other (under another name)
+    assert_eq!(import(&app, &token, "Generated copy.kmz", kmz.to_vec()).await["code"], 0);
+    // a mission that cannot fly is refused with a clear message
+    let (_, r) = app
+        .post(
+            &format!("/wayline/api/v1/workspaces/{WS}/waylines/generate"),
+            &token,
+            json!({"name": "Bad", "drone_model_key": "0-91-0", "waypoints": [{"longitude": 500, "latitude": 0, "height": 10}]}),
+        )
+        .await;
+    assert_eq!(r["code"], 210002, "{r}");
     app.stop().await;
 }

@@ -14,7 +14,7 @@ pub fn id(workspace_id: &str, name: &str) -> String {
     super::derived_id(&["wayline", workspace_id, name])
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewWaylineFile {
     pub workspace_id: String,
     pub name: String,
