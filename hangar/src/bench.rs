@@ -31,8 +31,8 @@ pub struct BenchArgs {
     pub concurrency: usize,
     /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to the
     /// WebSocket against the broker), `services` (commands to docks and their answers against
-    /// the broker's own request/reply) or `storage` (an upload through the S3 endpoint against a
-    /// file copy).
+    /// the broker's own request/reply), `storage` (an upload through the S3 endpoint against a
+    /// file copy) or `wpml` (reading a 1,000-waypoint KMZ against inflating it).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -44,6 +44,7 @@ pub struct Report {
     pub devices: Option<crate::bench_devices::DeviceReport>,
     pub services: Option<crate::bench_services::ServicesReport>,
     pub storage: Option<crate::bench_storage::StorageReport>,
+    pub wpml: Option<crate::bench_wpml::WpmlReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -58,7 +59,10 @@ impl std::fmt::Display for Report {
             writeln!(f, "{s}")?;
         }
         if let Some(s) = &self.storage {
-            write!(f, "{s}")?;
+            writeln!(f, "{s}")?;
+        }
+        if let Some(w) = &self.wpml {
+            write!(f, "{w}")?;
         }
         Ok(())
     }
@@ -164,7 +168,11 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices, services, storage })
+        let wpml = match args.only.as_deref() {
+            None | Some("wpml") => Some(crate::bench_wpml::run(args.seconds)?),
+            _ => None,
+        };
+        Ok(Report { media, devices, services, storage, wpml })
     }
     .await;
     running.stop().await.ok();
