@@ -87,6 +87,11 @@ async fn send(s: &AppState, claims: &Claims, sn: &str, method: &str, data: Value
     device_service::call(s, claims, Call::service(sn, method, data)).await
 }
 
+/// [`send`] to a gateway this request already checked.
+async fn send_checked(s: &AppState, claims: &Claims, sn: &str, method: &str, data: Value) -> ApiResult<Value> {
+    device_service::send_and_wait(s, claims, Call::service(sn, method, data)).await
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ActionBody {
@@ -126,11 +131,12 @@ async fn shortcut(
     Ok(ok_empty())
 }
 
-/// Grabs flight authority for the dock unless it already has it (`control_source` "A").
+/// Checks the gateway once and grabs flight authority for the dock unless it already has it
+/// (`control_source` "A"); the caller's next command may then use [`send_checked`].
 async fn ensure_flight_authority(s: &AppState, claims: &Claims, sn: &str) -> ApiResult<()> {
     let device = device_service::commandable(s, sn, &claims.workspace_id).await?;
     if device.flight_control() != Some("A") {
-        send(s, claims, sn, "flight_authority_grab", json!("")).await?;
+        send_checked(s, claims, sn, "flight_authority_grab", json!("")).await?;
     }
     Ok(())
 }
@@ -156,7 +162,7 @@ pub async fn fly_to_point(
     }
     ensure_flight_authority(&s, &claims, &sn).await?;
     let data = json!({"fly_to_id": uuid::Uuid::new_v4().to_string(), "max_speed": max_speed, "points": out});
-    send(&s, &claims, &sn, "fly_to_point", data).await?;
+    send_checked(&s, &claims, &sn, "fly_to_point", data).await?;
     Ok(ok_empty())
 }
 
@@ -203,7 +209,7 @@ pub async fn takeoff_to_point(
         data["simulate_mission"] = sim.clone();
     }
     ensure_flight_authority(&s, &claims, &sn).await?;
-    send(&s, &claims, &sn, "takeoff_to_point", data).await?;
+    send_checked(&s, &claims, &sn, "takeoff_to_point", data).await?;
     Ok(ok_empty())
 }
 
@@ -237,7 +243,7 @@ pub async fn payload_authority(
     }
     let device = device_service::commandable(&s, &sn, &claims.workspace_id).await?;
     if device.payload_control(index) != Some("A") {
-        send(&s, &claims, &sn, "payload_authority_grab", json!({ "payload_index": index })).await?;
+        send_checked(&s, &claims, &sn, "payload_authority_grab", json!({ "payload_index": index })).await?;
     }
     Ok(ok_empty())
 }

@@ -183,6 +183,17 @@ impl TestApp {
         wait_for(what, Duration::from_secs(30), f).await
     }
 
+    /// Follows a download endpoint's 302 and returns the object's bytes. Local links are built on
+    /// the public URL, while a test's server listens on a port of its own.
+    pub async fn follow(&self, path: &str, token: &str) -> Vec<u8> {
+        let res = self.http.get(format!("{}{path}", self.base)).header("x-auth-token", token).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::FOUND, "{path}");
+        let location = res.headers()["location"].to_str().unwrap().replace(&self.config.public_url, &self.base);
+        let got = self.http.get(&location).send().await.unwrap();
+        assert_eq!(got.status(), StatusCode::OK, "{location}");
+        got.bytes().await.unwrap().to_vec()
+    }
+
     /// Whether a device is online in the read model (`None`: not known there).
     pub async fn online(&self, sn: &str) -> Option<bool> {
         sqlx::query_scalar("SELECT online FROM rm_devices WHERE device_sn = $1")

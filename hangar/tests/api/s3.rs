@@ -71,18 +71,7 @@ fn stored_files(dir: &Path) -> Vec<PathBuf> {
 
 async fn download(app: &TestApp, token: &str, fingerprint: &str) -> Vec<u8> {
     let file_id = shared::domain::media::file_id(WS, fingerprint);
-    let res = app
-        .http
-        .get(format!("{}/media/api/v1/files/{WS}/file/{file_id}/url", app.base))
-        .header("x-auth-token", token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::FOUND);
-    let location = res.headers()["location"].to_str().unwrap().replace("http://127.0.0.1:6789", &app.base);
-    let got = app.http.get(&location).send().await.unwrap();
-    assert_eq!(got.status(), StatusCode::OK, "{location}");
-    got.bytes().await.unwrap().to_vec()
+    app.follow(&format!("/media/api/v1/files/{WS}/file/{file_id}/url"), token).await
 }
 
 #[tokio::test]

@@ -113,21 +113,8 @@ async fn imported_waylines_list_download_favorite_and_delete() {
     assert_eq!(r["data"], json!(["Roof"]));
 
     // download: 302 to the same bytes, and its JSON form
-    let (status, _) = app.get(&format!("/wayline/api/v1/workspaces/{WS}/waylines/{id}/url"), &token).await;
-    assert_eq!(status, StatusCode::FOUND);
-    let res = app
-        .http
-        .get(format!("{}/wayline/api/v1/workspaces/{WS}/waylines/{id}/url", app.base))
-        .header("x-auth-token", &token)
-        .send()
-        .await
-        .unwrap();
-    let location = res.headers()["location"].to_str().unwrap().to_string();
-    // a local link is built on the public URL; this test's server listens elsewhere
-    let path = location.find("/storage/").map_or(location.as_str(), |i| &location[i..]);
-    let location = format!("{}{path}", app.base);
-    let downloaded = reqwest::get(&location).await.unwrap().bytes().await.unwrap();
-    assert_eq!(downloaded.as_ref(), roof.as_slice());
+    let downloaded = app.follow(&format!("/wayline/api/v1/workspaces/{WS}/waylines/{id}/url"), &token).await;
+    assert_eq!(downloaded, roof);
     let (_, r) = app.get(&format!("/wayline/api/v1/workspaces/{WS}/waylines/{id}/download-url"), &token).await;
     assert!(r["data"]["url"].is_string() && r["data"]["expire_at"].as_i64().unwrap() > 0, "{r}");
     let (_, r) = app.get(&format!("/wayline/api/v1/workspaces/{WS}/waylines/{id}/json"), &token).await;
@@ -280,17 +267,8 @@ async fn a_generated_wayline_round_trips_and_is_listed_like_an_imported_one() {
         }
     }
     // and the same through kmz-to-json with the downloaded bytes
-    let res = app
-        .http
-        .get(format!("{}/wayline/api/v1/workspaces/{WS}/waylines/{id}/url", app.base))
-        .header("x-auth-token", &token)
-        .send()
-        .await
-        .unwrap();
-    let location = res.headers()["location"].to_str().unwrap().to_string();
-    let path = location.find("/storage/").map_or(location.as_str(), |i| &location[i..]);
-    let kmz = reqwest::get(format!("{}{path}", app.base)).await.unwrap().bytes().await.unwrap();
-    let part = reqwest::multipart::Part::bytes(kmz.to_vec()).file_name("Generated.kmz");
+    let kmz = app.follow(&format!("/wayline/api/v1/workspaces/{WS}/waylines/{id}/url"), &token).await;
+    let part = reqwest::multipart::Part::bytes(kmz.clone()).file_name("Generated.kmz");
     let r: Value = app
         .http
         .post(format!("{}/wayline/api/v1/workspaces/{WS}/waylines/kmz-to-json", app.base))
@@ -306,7 +284,7 @@ async fn a_generated_wayline_round_trips_and_is_listed_like_an_imported_one() {
     assert_eq!(r["data"]["drone_model_key"], "0-91-0");
 
     // the generated file imports like any other (under another name)
-    assert_eq!(import(&app, &token, "Generated copy.kmz", kmz.to_vec()).await["code"], 0);
+    assert_eq!(import(&app, &token, "Generated copy.kmz", kmz).await["code"], 0);
     // a mission that cannot fly is refused with a clear message
     let (_, r) = app
         .post(
