@@ -15,6 +15,8 @@
 //! - [`device_inbox`]: device messages that change domain state or need an answer.
 //! - [`wayline_file`]: WaylineFileController writes (import, Pilot 2's upload callback, favorites,
 //!   delete).
+//! - [`wayline_job`]: WaylineJobController writes (flight tasks, cancel, pause and resume, media
+//!   first), what docks report about their jobs, and the job scheduler.
 
 pub mod control;
 pub mod device_inbox;
@@ -26,6 +28,7 @@ pub mod s3_endpoint;
 pub mod storage;
 pub mod users;
 pub mod wayline_file;
+pub mod wayline_job;
 
 use std::sync::Arc;
 
@@ -36,6 +39,7 @@ use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::device_command::DeviceCommand;
 use shared::domain::device_progress::DeviceProgress;
 use shared::domain::wayline_file::WaylineFile;
+use shared::domain::wayline_job::WaylineJob;
 use shared::domain::{device::Device, file_group::FileGroup, media::MediaFile, user::User};
 use shared::error::DjiCode;
 use shared::event_store::{cqrs, Appender, Cqrs};
@@ -57,6 +61,7 @@ pub struct AppState {
     pub device_commands: Arc<Cqrs<DeviceCommand>>,
     pub device_progress: Arc<Cqrs<DeviceProgress>>,
     pub wayline_files: Arc<Cqrs<WaylineFile>>,
+    pub wayline_jobs: Arc<Cqrs<WaylineJob>>,
     /// This process's id, recorded with the commands it sends and the replies it reads.
     pub instance: String,
     pub js: async_nats::jetstream::Context,
@@ -75,6 +80,7 @@ impl AppState {
             device_commands: cqrs(&appender),
             device_progress: cqrs(&appender),
             wayline_files: cqrs(&appender),
+            wayline_jobs: cqrs(&appender),
             instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
@@ -94,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::router())
         .merge(control::router())
         .merge(wayline_file::router())
+        .merge(wayline_job::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     // login and token refresh check their credentials themselves
@@ -111,7 +118,7 @@ pub fn command_error<E: DjiCode + Send + Sync + 'static>(e: AggregateError<E>) -
     }
 }
 
-/// The background work of command-api (the device inbox and liveness), for [`run`] and for the
+/// The background work of command-api (the device inbox, liveness and the job scheduler), for [`run`] and for the
 /// all-in-one binary alike.
 pub fn spawn_tasks(
     state: &AppState,
@@ -119,6 +126,7 @@ pub fn spawn_tasks(
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) {
     tasks.spawn(device_inbox::run(state.clone(), shutdown.clone()));
+    tasks.spawn(wayline_job::scheduler::run(state.clone(), shutdown.clone()));
 }
 
 /// Runs command-api alone on `config.listen` until `shutdown`.

@@ -244,8 +244,13 @@ pub async fn upload_callback(
 
 /// `id` values of the query (`?id=a&id=b`, or `?id=a,b`).
 fn ids(query: &Option<String>) -> Vec<String> {
+    query_ids(query, "id")
+}
+
+/// The values of a query parameter given repeatedly or comma-separated (`id=a&id=b,c`).
+pub(crate) fn query_ids(query: &Option<String>, name: &str) -> Vec<String> {
     form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-        .filter(|(k, _)| k == "id")
+        .filter(|(k, _)| k == name)
         .flat_map(|(_, v)| v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect::<Vec<_>>())
         .collect()
 }

@@ -5,7 +5,8 @@
 //! - [`runner`]: the projection framework. One durable pull consumer per projection; the read-model
 //!   write and a per-aggregate checkpoint commit in one transaction; acks only after commit;
 //!   rebuild from the start of the stream; lag as a metric.
-//! - [`devices`], [`media`], [`users`], [`wayline_files`], [`workspaces`]: the read models the query
+//! - [`devices`], [`media`], [`users`], [`wayline_files`], [`wayline_jobs`],
+//!   [`workspaces`]: the read models the query
 //!   API serves.
 
 pub mod devices;
@@ -14,6 +15,7 @@ pub mod relay;
 pub mod runner;
 pub mod users;
 pub mod wayline_files;
+pub mod wayline_jobs;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(media::MediaFiles),
         Arc::new(devices::Devices),
         Arc::new(wayline_files::WaylineFiles),
+        Arc::new(wayline_jobs::WaylineJobs),
     ]
 }
 

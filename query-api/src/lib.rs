@@ -5,6 +5,7 @@
 //! - [`users`]: UserController reads (current user, a workspace's users) and WorkspaceController.
 //! - [`devices`]: DeviceController, TopologyController and DeviceHmsController reads.
 //! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
+//! - [`wayline_job`]: WaylineJobController reads (the job list) and the pushes of jobs.
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
 
@@ -13,6 +14,7 @@ pub mod files;
 pub mod push;
 pub mod users;
 pub mod wayline_file;
+pub mod wayline_job;
 pub mod ws;
 
 use std::sync::Arc;
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(files::router())
         .merge(devices::router())
         .merge(wayline_file::router())
+        .merge(wayline_job::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = Router::new()
@@ -73,6 +76,7 @@ pub fn spawn_tasks(
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
 ) {
     tasks.spawn(push::run(state.clone(), shutdown.clone()));
+    tasks.spawn(wayline_job::push(state.clone(), shutdown.clone()));
 }
 
 /// Runs query-api alone on `config.listen` until `shutdown`.

@@ -137,6 +137,12 @@ pub struct Config {
     #[arg(long, env = "HANGAR_DEVICE_REPLY_TIMEOUT_MS", default_value_t = 10_000)]
     pub device_reply_timeout_ms: u64,
 
+    /// How late a timed job may still start, in milliseconds (default 30,000, as DJI's backend):
+    /// a job whose time passed by more than this (everything was down) is failed with code 408,
+    /// never flown late.
+    #[arg(long, env = "HANGAR_JOB_START_GRACE_MS", default_value_t = 30_000)]
+    pub job_start_grace_ms: u64,
+
     /// Send commands that erase a device's storage (`device_format`, `drone_format`). Off by
     /// default: they are refused with code 210003.
     #[arg(long, env = "HANGAR_ALLOW_DESTRUCTIVE_COMMANDS", default_value_t = false)]

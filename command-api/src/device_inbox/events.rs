@@ -1,5 +1,6 @@
 //! Events (`thing/product/{sn}/events`): HMS alerts, the progress of operations a command started
-//! (remote debugging, fly-to, takeoff, return home), and whatever else a device reports. Every event
+//! (remote debugging, fly-to, takeoff, return home), what docks say about their wayline jobs
+//! ([`crate::wayline_job::from_dock`]), and whatever else a device reports. Every event
 //! with `need_reply` is answered (in `mod.rs`), handled or not.
 
 use serde_json::Value;
@@ -14,8 +15,14 @@ use crate::AppState;
 
 pub async fn handle(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()> {
     let method = env.method.as_str();
-    if method == "hms" {
-        return hms(s, sn, env).await;
+    use crate::wayline_job::from_dock;
+    match method {
+        "hms" => return hms(s, sn, env).await,
+        "flighttask_progress" => return from_dock::progress(s, sn, env).await,
+        "flighttask_ready" => return from_dock::ready(s, sn, env).await,
+        "file_upload_callback" => return from_dock::media_uploaded(s, sn, env).await,
+        "highest_priority_upload_flighttask_media" => return from_dock::prioritized(s, sn, env).await,
+        _ => {}
     }
     if REMOTE_DEBUG_PROGRESS.contains(&method) || FLIGHT_NOTIFICATIONS.contains(&method) {
         let gateway_sn = if env.gateway.is_empty() { sn.to_string() } else { env.gateway.clone() };

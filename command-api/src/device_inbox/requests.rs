@@ -1,7 +1,7 @@
 //! Requests (`thing/product/{gw}/requests`): the device asks, Hangar always answers on
 //! `requests_reply`. Binding (`airport_bind_status`, `airport_organization_get`,
 //! `airport_organization_bind`), app credentials (`config`) and object storage
-//! (`storage_config_get`); other methods are kept (they stay in DEVICE_IN) and answered as
+//! (`storage_config_get`), a job's wayline file (`flighttask_resource_get`); other methods are kept (they stay in DEVICE_IN) and answered as
 //! unsupported so that the device does not wait.
 //!
 //! Decisions are taken on the event store: devices on their aggregates, workspaces (found by
@@ -100,6 +100,7 @@ pub async fn answer(s: &AppState, gw: &str, env: &Envelope) -> anyhow::Result<Va
             json!({"ntp_server_host": c.ntp_server_host, "app_id": c.app_id, "app_key": c.app_key, "app_license": c.app_license})
         }
         "storage_config_get" => crate::storage::for_device(s, gw).await?,
+        "flighttask_resource_get" => crate::wayline_job::from_dock::resource(s, gw, env).await?,
         other => {
             tracing::warn!(gateway = gw, method = other, "request method not served; answered as unsupported");
             json!({"result": codes::UNSUPPORTED, "output": {}})

@@ -8,6 +8,7 @@ pub mod file_group;
 pub mod media;
 pub mod user;
 pub mod wayline_file;
+pub mod wayline_job;
 pub mod workspace;
 
 use uuid::Uuid;
