@@ -110,9 +110,9 @@ async fn lead(s: &AppState, shutdown: &Shutdown) -> anyhow::Result<()> {
                 _ => continue,
             };
             armed.lock().expect("not poisoned").insert(job.job_id.clone());
-            let (s, armed, grace) = (s.clone(), armed.clone(), grace);
+            let (s, armed, grace, shutdown) = (s.clone(), armed.clone(), grace, shutdown.clone());
             tokio::spawn(async move {
-                act(&s, &job, action, grace).await;
+                act(&s, &job, action, grace, &shutdown).await;
                 // a job that is still pending (its prepare failed and it was not failed, a lost
                 // race) is looked at again on a later tick
                 armed.lock().expect("not poisoned").remove(&job.job_id);
@@ -133,14 +133,18 @@ enum Action {
     Prepare,
 }
 
-async fn act(s: &AppState, job: &Due, action: Action, grace: i64) {
+async fn act(s: &AppState, job: &Due, action: Action, grace: i64, shutdown: &Shutdown) {
     let actor = system(&job.workspace_id);
     let id = job.job_id.as_str();
     match action {
         Action::Execute => {
             let wait = job.begin_ms - shared::time::now_ms();
             if wait > 0 {
-                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                // a process that stops leaves its armed jobs to the next scheduler
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
+                }
             }
             let late_by = shared::time::now_ms() - job.begin_ms;
             if late_by > grace {

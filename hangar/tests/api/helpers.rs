@@ -90,6 +90,14 @@ impl TestApp {
         let _ = std::fs::remove_dir_all(&self.config.storage_dir);
     }
 
+    /// Stops the system and keeps its database, streams and files, as a process that is restarted.
+    pub async fn halt(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean shutdown");
+        }
+        self.pool.close().await;
+    }
+
     pub async fn request(
         &self,
         method: Method,

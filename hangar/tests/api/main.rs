@@ -13,3 +13,4 @@ mod replay;
 mod s3;
 mod storage;
 mod wayline_file;
+mod wayline_job;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn mission(name: &str, points: usize) -> Vec<u8> {
+pub(crate) fn mission(name: &str, points: usize) -> Vec<u8> {
     wpml::write_kmz(&wpml::Mission {
         name: name.into(),
         drone_model_key: "0-91-0".into(),
@@ -31,7 +31,7 @@ fn mission(name: &str, points: usize) -> Vec<u8> {
     .expect("a KMZ")
 }
 
-async fn import(app: &TestApp, token: &str, file_name: &str, bytes: Vec<u8>) -> Value {
+pub(crate) async fn import(app: &TestApp, token: &str, file_name: &str, bytes: Vec<u8>) -> Value {
     let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string());
     let form = reqwest::multipart::Form::new().part("file", part);
     let res = app
