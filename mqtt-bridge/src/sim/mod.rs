@@ -10,7 +10,8 @@
 //!
 //! Each aircraft flies a two-minute round every ten minutes (phase staggered per dock), so
 //! telemetry changes the way a live dashboard expects: cover opens, the aircraft leaves the dock,
-//! climbs, circles and comes back with less battery.
+//! climbs, circles and comes back with less battery. [`FleetConfig::cycle_flights`] turns the
+//! rounds off; a flight task's flight shows in the OSD either way.
 //!
 //! - this module: [`FleetConfig`], [`Fleet`], the connection loop and the driver that publishes.
 //! - `telemetry`: a dock's state, its topology, OSD and HMS.
@@ -119,7 +120,8 @@ pub struct FleetConfig {
     pub answers: HashMap<String, Answer>,
     /// Answer to methods without an entry in `answers` (default: result 0 at once).
     pub default_answer: Answer,
-    /// Time between a command's progress events (default 200 ms).
+    /// Time between a command's progress events, a flight task's `flighttask_progress` included
+    /// (default 200 ms).
     pub progress_interval: Duration,
     /// A workspace's binding code: each dock then runs the binding flow after every connection
     /// (§5.1–5.3). `None` (the default) never asks.

@@ -2,6 +2,9 @@
 //! then what a real dock sends after accepting the command: progress events with the command's
 //! `bid` (§8), authority changes on `state` (§7), and the OSD changes the command causes.
 //!
+//! Flight-task methods a script accepts may still be refused by the dock's state (no prepared
+//! task, nothing to pause): `flighttask` decides, and its change comes back in [`Plan::task`].
+//!
 //! Everything here is pure: [`plan`] says what to publish and when, the driver publishes it.
 //! A command's state change (debug mode, cover) takes effect when it arrives, even if its reply
 //! is scripted to come later: the OSD a test reads does not depend on the reply delay.
@@ -20,7 +23,9 @@ use super::{tid, Body, Kind, Message};
 ///
 /// A non-silent answer is a reply with the command's `tid` and `bid` and `data.result` =
 /// [`Answer::result`], published [`Answer::delay`] after the command arrived. Only an answer with
-/// result 0 is followed by the method's progress events and state changes.
+/// result 0 is followed by the method's progress events and state changes; for flight-task
+/// methods the dock's state may still turn it into a refusal (the codes are in `sim`, e.g.
+/// `TASK_NOT_PREPARED`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// `data.result` of the reply (for `property/set`, the result of every property).
