@@ -2,7 +2,8 @@
 //! on the dock; `flighttask_execute` flies it, reported by `flighttask_progress` events whose
 //! `bid` is the flight id, until a terminal `ok` or `failed`; `flighttask_pause` and
 //! `flighttask_recovery` hold and resume a flight; `flighttask_undo` forgets prepared tasks; a
-//! conditional task reports `flighttask_ready` once its ready conditions hold.
+//! conditional task reports `flighttask_ready` once its ready conditions hold. Timed and
+//! conditional tasks, like immediate ones, fly when the cloud sends `flighttask_execute`.
 //!
 //! [`Tasks`] is one dock's part and is pure: it decides the reply to each of these methods, keeps
 //! the prepared tasks and the flight, and says on each [`Tasks::poll`] which progress is due. The

@@ -1282,6 +1282,36 @@ mod tests {
     }
 
     #[test]
+    fn flight_records_are_bounded_and_a_new_prepare_starts_one_over() {
+        let shared = Shared::default();
+        let task = |id: &str| PreparedTask { flight_id: id.into(), ..PreparedTask::default() };
+        for n in 0..FLIGHTS_KEPT + 3 {
+            shared.record_flight(FlightRecord::prepared("D", task(&n.to_string()), Instant::now()));
+        }
+        shared.update_flight("D", "5", |r| r.status = FlightStatus::Ok);
+        shared.update_flight("other dock", "6", |r| r.status = FlightStatus::Ok);
+        shared.record_flight(FlightRecord::prepared("D", task("6"), Instant::now()));
+        let flights = lock(&shared.flights);
+        assert_eq!(flights.len(), FLIGHTS_KEPT);
+        assert_eq!(flights.front().map(|r| r.flight_id.as_str()), Some("3"));
+        let status = |id: &str| flights.iter().find(|r| r.flight_id == id).map(|r| r.status);
+        assert_eq!((status("5"), status("6")), (Some(FlightStatus::Ok), Some(FlightStatus::Prepared)));
+        assert_eq!(flights.iter().filter(|r| r.flight_id == "6").count(), 1);
+    }
+
+    #[test]
+    fn queued_flight_outcomes_come_before_the_standing_one() {
+        let shared = Shared::default();
+        lock(&shared.outcomes).standing = FlightOutcome::Failed(1);
+        lock(&shared.outcomes).queued.extend([FlightOutcome::Ok, FlightOutcome::Failed(2)]);
+        let next: Vec<FlightOutcome> = (0..4).map(|_| shared.next_outcome()).collect();
+        assert_eq!(
+            next,
+            [FlightOutcome::Ok, FlightOutcome::Failed(2), FlightOutcome::Failed(1), FlightOutcome::Failed(1)]
+        );
+    }
+
+    #[test]
     fn up_messages_carry_gateway_and_need_reply() {
         let body = Body::Up {
             tid: "t".into(),
