@@ -2,7 +2,10 @@
 //! the cloud: it sends commands and reads replies, progress events and binding requests.
 //!
 //! Every test has its own serial-number prefix and client id, so tests running at the same time
-//! never see each other's docks.
+//! never see each other's docks. Flight tasks are in `sim/flight.rs`.
+
+#[path = "sim/flight.rs"]
+mod flight;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -6,11 +6,16 @@
 //! By default the docks bind themselves with the seed workspace's binding code `qwe`, and answer
 //! every command with result 0 followed by its progress events; `--reply-result`,
 //! `--reply-delay-ms` and `--silent-methods` make them misbehave on purpose.
+//!
+//! Flight tasks fly as on a dock: `flighttask_prepare` downloads the wayline file and checks its
+//! MD5, `flighttask_execute` reports `--flight-steps` in-progress events then `ok`, after which
+//! the dock asks `storage_config_get` and uploads `--media-per-flight` photos, each reported with
+//! `file_upload_callback`. `--flight-result` makes every flight end `failed` with that code.
 
 use std::time::Duration;
 
 use clap::Parser;
-use mqtt_bridge::sim::{Answer, Fleet, FleetConfig};
+use mqtt_bridge::sim::{Answer, Fleet, FleetConfig, FlightOutcome, ResourceGet};
 use rumqttc::QoS;
 
 #[derive(Parser)]
@@ -53,9 +58,31 @@ struct Args {
     /// Methods (comma-separated) the docks never answer, e.g. `cover_open,return_home`.
     #[arg(long, value_delimiter = ',')]
     silent_methods: Vec<String>,
-    /// Milliseconds between the progress events that follow an accepted command.
+    /// Milliseconds between the progress events that follow an accepted command (flight tasks'
+    /// `flighttask_progress` included).
     #[arg(long, default_value_t = 200)]
     progress_interval_ms: u64,
+    /// In-progress `flighttask_progress` events of a flight before its terminal one.
+    #[arg(long, default_value_t = 4)]
+    flight_steps: u32,
+    /// Photos each flight uploads after its `ok` (0: none, and no `storage_config_get`).
+    #[arg(long, default_value_t = 2)]
+    media_per_flight: u32,
+    /// `data.result` of every flight's terminal progress: 0 ends `ok`, anything else `failed`
+    /// with that code (e.g. 321004).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    flight_result: i64,
+    /// Ask `flighttask_resource_get` before every flight, not only when the prepared task had no
+    /// file URL.
+    #[arg(long)]
+    resource_get_always: bool,
+    /// Milliseconds a dock waits for the answer to `flighttask_resource_get` or
+    /// `storage_config_get`.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// No automatic two-minute flight every ten minutes: aircraft fly flight tasks only.
+    #[arg(long)]
+    no_cycle_flights: bool,
 }
 
 #[tokio::main]
@@ -84,6 +111,15 @@ async fn main() -> anyhow::Result<()> {
         },
         progress_interval: Duration::from_millis(args.progress_interval_ms),
         binding_code: (!args.binding_code.is_empty()).then(|| args.binding_code.clone()),
+        flight_steps: args.flight_steps,
+        media_per_flight: args.media_per_flight,
+        flight_outcome: match args.flight_result {
+            0 => FlightOutcome::Ok,
+            code => FlightOutcome::Failed(code),
+        },
+        resource_get: if args.resource_get_always { ResourceGet::Always } else { ResourceGet::WhenNoUrl },
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        cycle_flights: !args.no_cycle_flights,
         ..FleetConfig::default()
     })
     .await?;
@@ -111,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let bound = fleet.bound();
     let stats = fleet.stop().await;
     println!(
-        "sent {} (topo {}, osd {}, hms {}, replies {}, events {}, requests {}); commands received {}; docks bound {}; errors {}",
+        "sent {} (topo {}, osd {}, hms {}, replies {}, events {}, requests {}); commands received {}; docks bound {}; photos uploaded {} (failed {}); errors {}",
         stats.sent(),
         stats.topo,
         stats.osd,
@@ -121,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
         stats.requests,
         stats.commands,
         bound,
+        stats.uploads,
+        stats.upload_errors,
         stats.errors
     );
     Ok(())

@@ -10,12 +10,26 @@
 //!
 //! Each aircraft flies a two-minute round every ten minutes (phase staggered per dock), so
 //! telemetry changes the way a live dashboard expects: cover opens, the aircraft leaves the dock,
-//! climbs, circles and comes back with less battery.
+//! climbs, circles and comes back with less battery. [`FleetConfig::cycle_flights`] turns the
+//! rounds off; a flight task's flight shows in the OSD either way.
 //!
 //! - this module: [`FleetConfig`], [`Fleet`], the connection loop and the driver that publishes.
 //! - `telemetry`: a dock's state, its topology, OSD and HMS.
 //! - `services`: [`Answer`]s to commands, progress events and state changes that follow them.
 //! - `binding`: the `airport_bind_status` → `airport_organization_get` → `airport_organization_bind` flow.
+//! - `flighttask`: flight tasks (wayline jobs): prepare, execute and its progress, pause, recovery,
+//!   undo, conditional tasks' `flighttask_ready`, the wayline file's download and fingerprint.
+//! - `media`: a flight's photos: `storage_config_get`, the S3 upload, `file_upload_callback`.
+//!
+//! A flight task runs like on a dock: `flighttask_prepare` (the dock downloads `file.url` and
+//! checks its MD5 against `file.fingerprint`), `flighttask_execute`, then one
+//! `flighttask_progress` per `progress_interval` (`bid` = flight id) up to `ok`, after which the
+//! dock asks `storage_config_get` and uploads [`FleetConfig::media_per_flight`] photos, each
+//! reported with `file_upload_callback`. Refusals use the codes [`TASK_NOT_PREPARED`],
+//! [`OTHER_TASK_RUNNING`], [`NOTHING_TO_PAUSE`], [`NOTHING_TO_RECOVER`]; a flight whose file
+//! cannot be used ends `failed` with [`WAYLINE_UNUSABLE`]. [`Fleet::flights`] says what happened
+//! to each flight, and [`Fleet::set_flight_outcome`] / [`Fleet::queue_flight_outcome`] script how
+//! flights end.
 //!
 //! Tests script answers per method ([`FleetConfig::answers`], [`Fleet::set_answer`]) and read what
 //! each dock received ([`Fleet::received`]):
@@ -50,7 +64,7 @@ use anyhow::Context as _;
 use rand::Rng as _;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing as MqttOutgoing, Packet, QoS, SubscribeFilter};
 use serde_json::{json, Value};
-use shared::protocol::{self, Envelope, Topic, TopicKind};
+use shared::protocol::{self, as_i64, Envelope, Topic, TopicKind};
 use shared::Shutdown;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -58,10 +72,18 @@ use tokio::task::JoinSet;
 use crate::mqtt::{self, Backoff, BrokerUrl};
 
 mod binding;
+mod flighttask;
+mod media;
 mod services;
 mod telemetry;
 
 use binding::Binding;
+use flighttask::{End, FlightSettings, TaskCommand};
+pub use flighttask::{
+    FlightOutcome, PreparedTask, ReadyConditions, ResourceGet, NOTHING_TO_PAUSE, NOTHING_TO_RECOVER,
+    OTHER_TASK_RUNNING, TASK_NOT_PREPARED, WAYLINE_UNUSABLE,
+};
+use media::{StorageConfig, UploadJob};
 pub use services::{Answer, PROPERTY_SET};
 use services::{Answers, CommandTopic};
 use telemetry::DockState;
@@ -70,6 +92,10 @@ use telemetry::DockState;
 const RECEIVED_KEPT: usize = 100_000;
 /// How often docks look for binding requests that timed out or are due again.
 const BINDING_CHECK: Duration = Duration::from_millis(250);
+/// Flight records kept for [`Fleet::flights`].
+const FLIGHTS_KEPT: usize = 10_000;
+/// Longest wait for a wayline file's download.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -94,7 +120,8 @@ pub struct FleetConfig {
     pub answers: HashMap<String, Answer>,
     /// Answer to methods without an entry in `answers` (default: result 0 at once).
     pub default_answer: Answer,
-    /// Time between a command's progress events (default 200 ms).
+    /// Time between a command's progress events, a flight task's `flighttask_progress` included
+    /// (default 200 ms).
     pub progress_interval: Duration,
     /// A workspace's binding code: each dock then runs the binding flow after every connection
     /// (§5.1–5.3). `None` (the default) never asks.
@@ -102,6 +129,24 @@ pub struct FleetConfig {
     /// How long a dock waits for a `requests_reply` of the binding flow, and waits after a
     /// failed step before starting the flow again (default 10 s).
     pub binding_retry: Duration,
+    /// In-progress `flighttask_progress` events of a flight before its terminal one, one per
+    /// `progress_interval` (default 4: percent 0, 25, 50, 75, then 100).
+    pub flight_steps: u32,
+    /// Photos a flight takes; the `ok` progress says so in `ext.media_count` and the dock uploads
+    /// them (default 2).
+    pub media_per_flight: u32,
+    /// How flights end unless [`Fleet::queue_flight_outcome`] said otherwise (default `Ok`).
+    pub flight_outcome: FlightOutcome,
+    /// When a dock asks `flighttask_resource_get` before flying (default: only when the prepared
+    /// task had no `file.url`).
+    pub resource_get: ResourceGet,
+    /// How long a dock waits for the `requests_reply` of `flighttask_resource_get` (then the
+    /// flight fails) and `storage_config_get` (then its photos are not uploaded); default 10 s.
+    pub request_timeout: Duration,
+    /// Whether each aircraft flies the automatic two-minute round every ten minutes (default
+    /// true). Without it a dock is idle (mode 0, aircraft in the dock, battery full) except while
+    /// a flight task flies.
+    pub cycle_flights: bool,
 }
 
 impl Default for FleetConfig {
@@ -119,6 +164,12 @@ impl Default for FleetConfig {
             progress_interval: Duration::from_millis(200),
             binding_code: None,
             binding_retry: Duration::from_secs(10),
+            flight_steps: 4,
+            media_per_flight: 2,
+            flight_outcome: FlightOutcome::Ok,
+            resource_get: ResourceGet::WhenNoUrl,
+            request_timeout: Duration::from_secs(10),
+            cycle_flights: true,
         }
     }
 }
@@ -154,6 +205,86 @@ pub struct ReceivedCommand {
     pub at: Instant,
 }
 
+/// What happened to one flight task on one dock ([`Fleet::flights`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlightRecord {
+    pub flight_id: String,
+    pub dock_sn: String,
+    /// The last `flighttask_prepare` the dock accepted for it.
+    pub task: PreparedTask,
+    pub prepared_at: Instant,
+    /// Whether the downloaded wayline file's MD5 matched `file.fingerprint`; `None` until a
+    /// download finished.
+    pub file_matched: Option<bool>,
+    /// Why the wayline file cannot be used: download error, fingerprint mismatch,
+    /// `flighttask_resource_get` refused or unanswered.
+    pub file_error: Option<String>,
+    /// Whether the dock asked `flighttask_resource_get` for this flight.
+    pub resource_requested: bool,
+    /// When the dock sent `flighttask_ready` (conditional tasks).
+    pub ready_at: Option<Instant>,
+    /// When the accepted `flighttask_execute` arrived.
+    pub executed_at: Option<Instant>,
+    pub status: FlightStatus,
+    /// `ext.media_count` of the terminal progress.
+    pub media_count: u32,
+    /// Photos uploaded to the storage.
+    pub media_uploaded: u32,
+    /// Photos reported with `file_upload_callback` (after their upload).
+    pub media_reported: u32,
+    /// Photos given up on: `storage_config_get` refused or unanswered, or the upload failed.
+    pub media_failed: u32,
+}
+
+impl FlightRecord {
+    fn prepared(dock_sn: &str, task: PreparedTask, at: Instant) -> Self {
+        Self {
+            flight_id: task.flight_id.clone(),
+            dock_sn: dock_sn.to_string(),
+            task,
+            prepared_at: at,
+            file_matched: None,
+            file_error: None,
+            resource_requested: false,
+            ready_at: None,
+            executed_at: None,
+            status: FlightStatus::Prepared,
+            media_count: 0,
+            media_uploaded: 0,
+            media_reported: 0,
+            media_failed: 0,
+        }
+    }
+
+    /// The flight ended and every photo was either reported or given up on.
+    pub fn settled(&self) -> bool {
+        self.status.is_terminal() && self.media_reported + self.media_failed >= self.media_count
+    }
+}
+
+/// Where a flight task stands, as the dock last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlightStatus {
+    /// Prepared, not executed.
+    Prepared,
+    /// Forgotten by `flighttask_undo` before it flew.
+    Undone,
+    /// Executed and not finished (possibly still waiting for its wayline file).
+    InProgress,
+    Paused,
+    /// Ended `ok`.
+    Ok,
+    /// Ended `failed` with this `data.result`.
+    Failed(i64),
+}
+
+impl FlightStatus {
+    /// `Ok` or `Failed`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Ok | Self::Failed(_))
+    }
+}
+
 /// Messages the fleet handed to the broker, and commands it received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SimStats {
@@ -175,6 +306,10 @@ pub struct SimStats {
     pub acks_received: u64,
     /// Publishes that could not be queued (the connection's task had stopped).
     pub errors: u64,
+    /// Photos uploaded to object storage after a flight.
+    pub uploads: u64,
+    /// Photos not uploaded: `storage_config_get` refused or unanswered, or the upload failed.
+    pub upload_errors: u64,
 }
 
 impl SimStats {
@@ -195,6 +330,8 @@ struct Counters {
     requests: AtomicU64,
     acks_received: AtomicU64,
     errors: AtomicU64,
+    uploads: AtomicU64,
+    upload_errors: AtomicU64,
 }
 
 impl Counters {
@@ -210,6 +347,8 @@ impl Counters {
             requests: get(&self.requests),
             acks_received: get(&self.acks_received),
             errors: get(&self.errors),
+            uploads: get(&self.uploads),
+            upload_errors: get(&self.upload_errors),
         }
     }
 
@@ -229,14 +368,28 @@ impl Counters {
     }
 }
 
-/// State the fleet's handle and every driver share: scripted answers (changed while running),
-/// received commands, the number of bound docks. Locks are held only to copy in or out, never
-/// across an await.
+/// State the fleet's handle and every driver share: scripted answers and flight outcomes
+/// (changed while running), received commands, flight records, the number of bound docks. Locks
+/// are held only to copy in or out, never across an await.
 #[derive(Default)]
 struct Shared {
     answers: RwLock<Answers>,
     received: Mutex<VecDeque<ReceivedCommand>>,
+    flights: Mutex<VecDeque<FlightRecord>>,
+    outcomes: Mutex<Outcomes>,
     bound: AtomicUsize,
+}
+
+/// How the next flights end: the queued outcomes first, one per flight, then the standing one.
+#[derive(Debug, Default)]
+struct Outcomes {
+    standing: FlightOutcome,
+    queued: VecDeque<FlightOutcome>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves the data itself intact.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -250,11 +403,38 @@ impl Shared {
     }
 
     fn record(&self, command: ReceivedCommand) {
-        let mut received = self.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut received = lock(&self.received);
         if received.len() >= RECEIVED_KEPT {
             received.pop_front();
         }
         received.push_back(command);
+    }
+
+    /// A flight prepared (again): a prepare for a flight id the dock knows starts its record over.
+    fn record_flight(&self, record: FlightRecord) {
+        let mut flights = lock(&self.flights);
+        if let Some(r) =
+            flights.iter_mut().rev().find(|r| r.flight_id == record.flight_id && r.dock_sn == record.dock_sn)
+        {
+            *r = record;
+            return;
+        }
+        if flights.len() >= FLIGHTS_KEPT {
+            flights.pop_front();
+        }
+        flights.push_back(record);
+    }
+
+    fn update_flight(&self, dock_sn: &str, flight_id: &str, change: impl FnOnce(&mut FlightRecord)) {
+        let mut flights = lock(&self.flights);
+        if let Some(r) = flights.iter_mut().rev().find(|r| r.flight_id == flight_id && r.dock_sn == dock_sn) {
+            change(r);
+        }
+    }
+
+    fn next_outcome(&self) -> FlightOutcome {
+        let mut outcomes = lock(&self.outcomes);
+        outcomes.queued.pop_front().unwrap_or(outcomes.standing)
     }
 }
 
@@ -279,8 +459,14 @@ impl Fleet {
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
             answers: RwLock::new(Answers { by_method: config.answers.clone(), default: config.default_answer.clone() }),
+            outcomes: Mutex::new(Outcomes { standing: config.flight_outcome, queued: VecDeque::new() }),
             ..Shared::default()
         });
+        // Redirects are followed (up to 10): download links of object stores often are one.
+        let http = reqwest::Client::builder()
+            .timeout(DOWNLOAD_TIMEOUT)
+            .build()
+            .context("HTTP client for wayline downloads")?;
         let stop = Shutdown::new();
         let mut tasks = JoinSet::new();
         let mut subscribed = Vec::new();
@@ -312,8 +498,17 @@ impl Fleet {
                 stop.clone(),
             ));
             let first_index = k * per_connection;
+            let (news_tx, news_rx) = mpsc::unbounded_channel();
             let driver = Driver {
-                docks: group.iter().enumerate().map(|(i, d)| DockState::new(d.clone(), first_index + i)).collect(),
+                docks: group
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let mut dock = DockState::new(d.clone(), first_index + i);
+                        dock.cycle_flights = config.cycle_flights;
+                        dock
+                    })
+                    .collect(),
                 bindings: match &config.binding_code {
                     Some(code) => group.iter().map(|_| Binding::new(code.clone(), config.binding_retry)).collect(),
                     None => Vec::new(),
@@ -325,8 +520,12 @@ impl Fleet {
                 stop: stop.clone(),
                 pending: JoinSet::new(),
                 cursor: 0,
+                http: http.clone(),
+                news: news_tx,
+                awaiting: HashMap::new(),
+                task_work: false,
             };
-            tasks.spawn(driver.run(inbox_rx, connected_rx));
+            tasks.spawn(driver.run(inbox_rx, connected_rx, news_rx));
         }
         Ok(Self { docks, counters, shared, subscribed, tasks, stop })
     }
@@ -367,8 +566,50 @@ impl Fleet {
     /// Every `services` and `property/set` received so far (the last 100,000), in arrival order
     /// per connection, redeliveries included.
     pub fn received(&self) -> Vec<ReceivedCommand> {
-        let received = self.shared.received.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        received.iter().cloned().collect()
+        lock(&self.shared.received).iter().cloned().collect()
+    }
+
+    /// Every flight task prepared so far (the last 10,000), in the order first prepared: what
+    /// the dock made of it, its wayline file, its status, its photos.
+    pub fn flights(&self) -> Vec<FlightRecord> {
+        lock(&self.shared.flights).iter().cloned().collect()
+    }
+
+    /// The record of `flight_id` (the latest, should two docks have had one).
+    pub fn flight(&self, flight_id: &str) -> Option<FlightRecord> {
+        lock(&self.shared.flights).iter().rev().find(|r| r.flight_id == flight_id).cloned()
+    }
+
+    /// Waits until the record of `flight_id` satisfies `until` (e.g. [`FlightRecord::settled`])
+    /// and returns it.
+    pub async fn wait_for_flight(
+        &self,
+        flight_id: &str,
+        timeout: Duration,
+        until: impl Fn(&FlightRecord) -> bool,
+    ) -> anyhow::Result<FlightRecord> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.flight(flight_id);
+            match record {
+                Some(r) if until(&r) => return Ok(r),
+                _ if tokio::time::Instant::now() >= deadline => {
+                    anyhow::bail!("flight {flight_id} did not get there in {timeout:?}; last seen: {record:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Scripts how every later flight ends (after the queued outcomes).
+    pub fn set_flight_outcome(&self, outcome: FlightOutcome) {
+        lock(&self.shared.outcomes).standing = outcome;
+    }
+
+    /// Scripts how the next flight to start (on any dock) ends; queued calls apply to the
+    /// following flights in order.
+    pub fn queue_flight_outcome(&self, outcome: FlightOutcome) {
+        lock(&self.shared.outcomes).queued.push_back(outcome);
     }
 
     /// Docks whose last binding answer said they and their aircraft are bound: either
@@ -511,6 +752,71 @@ struct Message {
     body: Body,
 }
 
+impl Message {
+    /// An event of dock `sn` (`need_reply` 1, a `tid` of its own).
+    fn event(after: Duration, sn: &str, bid: &str, method: &str, data: Value) -> Self {
+        Self {
+            after,
+            topic: protocol::thing_topic(sn, "events"),
+            kind: Kind::Event,
+            body: Body::Up {
+                tid: tid(),
+                bid: bid.to_string(),
+                gateway: sn.to_string(),
+                method: Some(method.to_string()),
+                need_reply: true,
+                data,
+            },
+        }
+    }
+
+    /// A request of dock `sn`, due now, and its `tid`, by which its `requests_reply` is known.
+    fn request(sn: &str, method: &str, data: Value) -> (String, Self) {
+        let t = tid();
+        let body = Body::Up {
+            tid: t.clone(),
+            bid: tid(),
+            gateway: sn.to_string(),
+            method: Some(method.to_string()),
+            need_reply: false,
+            data,
+        };
+        (t, Self { after: Duration::ZERO, topic: protocol::thing_topic(sn, "requests"), kind: Kind::Request, body })
+    }
+}
+
+/// What background work of a dock (a download) found, back to its driver.
+#[derive(Debug)]
+enum News {
+    FileChecked { dock: usize, flight_id: String, generation: u64, outcome: Result<(), String> },
+}
+
+/// A request of a dock's flight that waits for its `requests_reply`.
+#[derive(Debug)]
+struct Awaited {
+    dock: usize,
+    flight_id: String,
+    asked: Asked,
+    until: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    /// `flighttask_resource_get`: the wayline file's URL.
+    Resource,
+    /// `storage_config_get`, to upload this many photos.
+    Storage { photos: u32 },
+}
+
+impl Asked {
+    fn method(self) -> &'static str {
+        match self {
+            Asked::Resource => "flighttask_resource_get",
+            Asked::Storage { .. } => "storage_config_get",
+        }
+    }
+}
+
 /// Queues publishes on one connection and counts them.
 #[derive(Clone)]
 struct Publisher {
@@ -547,6 +853,14 @@ struct Driver {
     pending: JoinSet<()>,
     /// Next dock to publish OSD for.
     cursor: usize,
+    /// Downloads wayline files.
+    http: reqwest::Client,
+    /// Where downloads report back.
+    news: mpsc::UnboundedSender<News>,
+    /// Flight requests waiting for their `requests_reply`, by `tid`.
+    awaiting: HashMap<String, Awaited>,
+    /// Some dock has a flight, a conditional task or a request to look after.
+    task_work: bool,
 }
 
 impl Driver {
@@ -554,6 +868,7 @@ impl Driver {
         mut self,
         mut inbox: mpsc::UnboundedReceiver<(String, bytes::Bytes)>,
         mut connected: watch::Receiver<u64>,
+        mut news: mpsc::UnboundedReceiver<News>,
     ) {
         // Spread the docks' OSD evenly over each period instead of bursting them all at once.
         let period = 1.0 / self.config.osd_hz;
@@ -566,6 +881,11 @@ impl Driver {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut binding_check = tokio::time::interval(BINDING_CHECK);
         binding_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Flights step once per progress interval: look a few times per interval.
+        let flight_period =
+            (self.config.progress_interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        let mut flight_check = tokio::time::interval(flight_period);
+        flight_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut due = 0.0f64;
         let started = Instant::now();
 
@@ -587,6 +907,8 @@ impl Driver {
                 }
                 Some((topic, payload)) = inbox.recv() => self.on_message(&topic, &payload).await,
                 Some(_) = self.pending.join_next(), if !self.pending.is_empty() => {}
+                Some(n) = news.recv() => self.on_news(n),
+                _ = flight_check.tick(), if online && self.task_work => self.poll_tasks().await,
                 _ = binding_check.tick(), if online && !self.bindings.is_empty() => self.check_bindings().await,
                 _ = ticker.tick(), if online => {
                     due += per_tick;
@@ -673,11 +995,203 @@ impl Driver {
         if let Some(effect) = plan.effect {
             effect.apply(&mut self.docks[i]);
         }
+        let start_at = Instant::now() + plan.reply_delay;
         self.send(plan.messages).await;
+        if let Some(task) = plan.task {
+            self.on_task(i, task, start_at).await;
+        }
+    }
+
+    /// A flight-task command the dock accepted; a flight's first progress is due at `start_at`.
+    async fn on_task(&mut self, i: usize, task: TaskCommand, start_at: Instant) {
+        let now = Instant::now();
+        let sn = self.docks[i].ids.dock_sn.clone();
+        self.task_work = true;
+        match task {
+            TaskCommand::Prepare(task) => {
+                self.shared.record_flight(FlightRecord::prepared(&sn, task.clone(), now));
+                if let Some(generation) = self.docks[i].tasks.prepare(task.clone(), now) {
+                    self.download(i, task.flight_id, generation, task.url, task.fingerprint);
+                }
+            }
+            TaskCommand::Execute(id) => {
+                let settings = FlightSettings {
+                    steps: self.config.flight_steps,
+                    interval: self.config.progress_interval,
+                    media: self.config.media_per_flight,
+                    resource_get: self.config.resource_get,
+                };
+                let outcome = self.shared.next_outcome();
+                let Some(ask) = self.docks[i].tasks.execute(&id, start_at, settings, outcome) else { return };
+                self.shared.update_flight(&sn, &id, |r| {
+                    r.executed_at = Some(now);
+                    r.status = FlightStatus::InProgress;
+                    r.resource_requested = ask;
+                });
+                if ask {
+                    self.ask(i, id, Asked::Resource).await;
+                }
+            }
+            TaskCommand::Pause | TaskCommand::Recover => {
+                let pause = task == TaskCommand::Pause;
+                let tasks = &mut self.docks[i].tasks;
+                if pause {
+                    tasks.pause();
+                } else {
+                    tasks.recover(now);
+                }
+                if let Some(id) = tasks.flight_id() {
+                    let status = if pause { FlightStatus::Paused } else { FlightStatus::InProgress };
+                    self.shared.update_flight(&sn, id, |r| r.status = status);
+                }
+            }
+            TaskCommand::Undo(ids) => {
+                for id in self.docks[i].tasks.undo(&ids) {
+                    self.shared.update_flight(&sn, &id, |r| r.status = FlightStatus::Undone);
+                }
+            }
+        }
+    }
+
+    /// Downloads a wayline file off the loop; the outcome comes back as [`News::FileChecked`].
+    fn download(&mut self, dock: usize, flight_id: String, generation: u64, url: String, fingerprint: String) {
+        let (http, news) = (self.http.clone(), self.news.clone());
+        self.pending.spawn(async move {
+            let outcome = flighttask::fetch_wayline(&http, &url, &fingerprint).await;
+            let _ = news.send(News::FileChecked { dock, flight_id, generation, outcome });
+        });
+    }
+
+    fn on_news(&mut self, news: News) {
+        match news {
+            News::FileChecked { dock, flight_id, generation, outcome } => {
+                let Some(d) = self.docks.get_mut(dock) else { return };
+                if !d.tasks.file_checked(&flight_id, generation, &outcome) {
+                    return;
+                }
+                if let Err(e) = &outcome {
+                    tracing::info!(error = %e, %flight_id, dock = %d.ids.dock_sn, "simulated dock cannot use its wayline file");
+                }
+                self.shared.update_flight(&d.ids.dock_sn, &flight_id, |r| {
+                    r.file_matched = Some(outcome.is_ok());
+                    r.file_error = outcome.err();
+                });
+                self.task_work = true;
+            }
+        }
+    }
+
+    /// Sends a flight's request and waits for its reply (or [`FleetConfig::request_timeout`]).
+    async fn ask(&mut self, dock: usize, flight_id: String, asked: Asked) {
+        let data = match asked {
+            Asked::Resource => json!({"flight_id": flight_id}),
+            Asked::Storage { .. } => json!({"module": 0}),
+        };
+        let (tid, m) = Message::request(&self.docks[dock].ids.dock_sn, asked.method(), data);
+        let until = Instant::now() + self.config.request_timeout;
+        self.awaiting.insert(tid, Awaited { dock, flight_id, asked, until });
+        self.task_work = true;
+        self.out.send(m).await;
+    }
+
+    /// The answer to a flight's request: the reply's `output` when its result is 0, else why not.
+    async fn on_answer(&mut self, a: Awaited, answer: Result<Value, String>) {
+        let Awaited { dock, flight_id, asked, .. } = a;
+        let ids = self.docks[dock].ids.clone();
+        match asked {
+            Asked::Resource => {
+                let answer = answer.map(|output| {
+                    let file = |k: &str| {
+                        output.pointer(&format!("/file/{k}")).and_then(Value::as_str).unwrap_or_default().to_string()
+                    };
+                    (file("url"), file("fingerprint"))
+                });
+                if let Err(e) = &answer {
+                    self.shared.update_flight(&ids.dock_sn, &flight_id, |r| r.file_error = Some(e.clone()));
+                }
+                if let Some((generation, url, fingerprint)) =
+                    self.docks[dock].tasks.resource_answered(&flight_id, answer)
+                {
+                    self.download(dock, flight_id, generation, url, fingerprint);
+                }
+            }
+            Asked::Storage { photos } => match answer.and_then(|output| StorageConfig::parse(&output)) {
+                Ok(storage) => {
+                    let d = &self.docks[dock];
+                    let job = UploadJob { ids, flight_id, count: photos, storage, lat: d.lat, lon: d.lon };
+                    self.pending.spawn(media::upload(job, self.out.clone(), self.shared.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %flight_id, dock = %ids.dock_sn, "simulated dock gets no storage for its photos");
+                    media::fail(&self.out.counters, &self.shared, &ids, &flight_id, photos);
+                }
+            },
+        }
+    }
+
+    /// Sends what flight tasks have due: ready events, progress, requests that timed out.
+    async fn poll_tasks(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> =
+            self.awaiting.iter().filter(|(_, a)| now >= a.until).map(|(t, _)| t.clone()).collect();
+        for t in expired {
+            if let Some(a) = self.awaiting.remove(&t) {
+                let why = format!("no answer to {} in {:?}", a.asked.method(), self.config.request_timeout);
+                self.on_answer(a, Err(why)).await;
+            }
+        }
+        let now_ms = now_ms();
+        for i in 0..self.docks.len() {
+            if !self.docks[i].tasks.busy() {
+                continue;
+            }
+            let battery = self.docks[i].battery_percent();
+            let polled = self.docks[i].tasks.poll(now, now_ms, battery);
+            let sn = self.docks[i].ids.dock_sn.clone();
+            for id in polled.ready {
+                let data = json!({"flight_ids": [id]});
+                self.out.send(Message::event(Duration::ZERO, &sn, &tid(), "flighttask_ready", data)).await;
+                self.shared.update_flight(&sn, &id, |r| r.ready_at = Some(now));
+            }
+            for p in polled.progress {
+                let id = p.flight_id.clone();
+                self.out.send(Message::event(Duration::ZERO, &sn, &p.flight_id, "flighttask_progress", p.data)).await;
+                let status = match p.end {
+                    None => FlightStatus::InProgress,
+                    Some(End::Ok { .. }) => FlightStatus::Ok,
+                    Some(End::Failed(code)) => FlightStatus::Failed(code),
+                };
+                let media = match p.end {
+                    Some(End::Ok { media }) => media,
+                    _ => 0,
+                };
+                self.shared.update_flight(&sn, &id, |r| {
+                    r.status = status;
+                    r.media_count = media;
+                });
+                if media > 0 {
+                    self.ask(i, id, Asked::Storage { photos: media }).await;
+                }
+            }
+        }
+        self.task_work = !self.awaiting.is_empty() || self.docks.iter().any(|d| d.tasks.busy());
     }
 
     async fn on_requests_reply(&mut self, i: usize, payload: &[u8]) {
-        let (Some(binding), Some(reply)) = (self.bindings.get_mut(i), Envelope::parse(payload)) else { return };
+        let Some(reply) = Envelope::parse(payload) else { return };
+        if let Some(a) = self.awaiting.remove(&reply.tid) {
+            if a.dock != i {
+                // Someone answered another dock's request on this dock's topic: not ours.
+                self.awaiting.insert(reply.tid, a);
+                return;
+            }
+            let answer = match reply.data.get("result").and_then(as_i64) {
+                Some(0) => Ok(reply.data.get("output").cloned().unwrap_or(Value::Null)),
+                other => Err(format!("{} answered with result {other:?}", a.asked.method())),
+            };
+            return self.on_answer(a, answer).await;
+        }
+        let Some(binding) = self.bindings.get_mut(i) else { return };
         let was_bound = binding.is_bound();
         let next = binding.on_reply(&self.docks[i].ids, &reply.tid, &reply.data, Instant::now());
         self.count_bound(was_bound, self.bindings[i].is_bound());
@@ -765,6 +1279,36 @@ mod tests {
         let received = shared.received.lock().unwrap();
         assert_eq!(received.len(), RECEIVED_KEPT);
         assert_eq!(received.front().unwrap().tid, "5");
+    }
+
+    #[test]
+    fn flight_records_are_bounded_and_a_new_prepare_starts_one_over() {
+        let shared = Shared::default();
+        let task = |id: &str| PreparedTask { flight_id: id.into(), ..PreparedTask::default() };
+        for n in 0..FLIGHTS_KEPT + 3 {
+            shared.record_flight(FlightRecord::prepared("D", task(&n.to_string()), Instant::now()));
+        }
+        shared.update_flight("D", "5", |r| r.status = FlightStatus::Ok);
+        shared.update_flight("other dock", "6", |r| r.status = FlightStatus::Ok);
+        shared.record_flight(FlightRecord::prepared("D", task("6"), Instant::now()));
+        let flights = lock(&shared.flights);
+        assert_eq!(flights.len(), FLIGHTS_KEPT);
+        assert_eq!(flights.front().map(|r| r.flight_id.as_str()), Some("3"));
+        let status = |id: &str| flights.iter().find(|r| r.flight_id == id).map(|r| r.status);
+        assert_eq!((status("5"), status("6")), (Some(FlightStatus::Ok), Some(FlightStatus::Prepared)));
+        assert_eq!(flights.iter().filter(|r| r.flight_id == "6").count(), 1);
+    }
+
+    #[test]
+    fn queued_flight_outcomes_come_before_the_standing_one() {
+        let shared = Shared::default();
+        lock(&shared.outcomes).standing = FlightOutcome::Failed(1);
+        lock(&shared.outcomes).queued.extend([FlightOutcome::Ok, FlightOutcome::Failed(2)]);
+        let next: Vec<FlightOutcome> = (0..4).map(|_| shared.next_outcome()).collect();
+        assert_eq!(
+            next,
+            [FlightOutcome::Ok, FlightOutcome::Failed(2), FlightOutcome::Failed(1), FlightOutcome::Failed(1)]
+        );
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! then what a real dock sends after accepting the command: progress events with the command's
 //! `bid` (§8), authority changes on `state` (§7), and the OSD changes the command causes.
 //!
+//! Flight-task methods a script accepts may still be refused by the dock's state (no prepared
+//! task, nothing to pause): `flighttask` decides, and its change comes back in [`Plan::task`].
+//!
 //! Everything here is pure: [`plan`] says what to publish and when, the driver publishes it.
 //! A command's state change (debug mode, cover) takes effect when it arrives, even if its reply
 //! is scripted to come later: the OSD a test reads does not depend on the reply delay.
@@ -12,6 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use shared::protocol::{thing_topic, Envelope};
 
+use super::flighttask::TaskCommand;
 use super::telemetry::DockState;
 use super::{tid, Body, Kind, Message};
 
@@ -19,7 +23,9 @@ use super::{tid, Body, Kind, Message};
 ///
 /// A non-silent answer is a reply with the command's `tid` and `bid` and `data.result` =
 /// [`Answer::result`], published [`Answer::delay`] after the command arrived. Only an answer with
-/// result 0 is followed by the method's progress events and state changes.
+/// result 0 is followed by the method's progress events and state changes; for flight-task
+/// methods the dock's state may still turn it into a refusal (the codes are in `sim`, e.g.
+/// `TASK_NOT_PREPARED`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     /// `data.result` of the reply (for `property/set`, the result of every property).
@@ -65,11 +71,13 @@ impl Answer {
         Self { output: Some(output), ..self }
     }
 
-    fn output(&self) -> Value {
+    /// The reply's `data.output` when the reply's result is `result`: the scripted one only for
+    /// the scripted result (a dock refusing in its present state says `failed`).
+    fn output(&self, result: i64) -> Value {
         match &self.output {
-            Some(o) => o.clone(),
-            None if self.result == 0 => json!({"status": "ok"}),
-            None => json!({"status": "failed"}),
+            Some(o) if result == self.result => o.clone(),
+            _ if result == 0 => json!({"status": "ok"}),
+            _ => json!({"status": "failed"}),
         }
     }
 }
@@ -133,6 +141,10 @@ pub(super) struct Plan {
     /// In order; each `after` counts from the previous message.
     pub(super) messages: Vec<Message>,
     pub(super) effect: Option<Effect>,
+    /// A flight task's change, for the driver to make (it may start downloads and requests).
+    pub(super) task: Option<TaskCommand>,
+    /// Time between the command and its reply: a flight's first progress follows the reply.
+    pub(super) reply_delay: Duration,
 }
 
 /// Remote-debug methods whose execution a dock reports with `{status, progress}` events of the
@@ -155,6 +167,12 @@ pub(super) fn plan(
     if answer.silent {
         return Plan::default();
     }
+    // Flight-task methods the script accepts may still be refused by the dock's state.
+    let decision = match topic {
+        CommandTopic::Services if answer.result == 0 => dock.tasks.decide(&command.method, &command.bid, &command.data),
+        _ => None,
+    };
+    let result = decision.as_ref().map_or(answer.result, |d| d.result);
     let reply = match topic {
         CommandTopic::Services => Message {
             after: answer.delay,
@@ -164,7 +182,7 @@ pub(super) fn plan(
                 tid: command.tid.clone(),
                 bid: command.bid.clone(),
                 method: Some(command.method.clone()),
-                data: json!({"result": answer.result, "output": answer.output()}),
+                data: json!({"result": result, "output": answer.output(result)}),
             },
         },
         CommandTopic::PropertySet => {
@@ -185,24 +203,13 @@ pub(super) fn plan(
             }
         }
     };
-    let mut plan = Plan { messages: vec![reply], effect: None };
-    if answer.result != 0 || topic != CommandTopic::Services {
+    let mut plan = Plan { messages: vec![reply], reply_delay: answer.delay, ..Plan::default() };
+    if result != 0 || topic != CommandTopic::Services {
         return plan;
     }
+    plan.task = decision.and_then(|d| d.command);
     let method = command.method.as_str();
-    let event = |after: Duration, method: &str, data: Value| Message {
-        after,
-        topic: thing_topic(sn, "events"),
-        kind: Kind::Event,
-        body: Body::Up {
-            tid: tid(),
-            bid: command.bid.clone(),
-            gateway: sn.clone(),
-            method: Some(method.to_string()),
-            need_reply: true,
-            data,
-        },
-    };
+    let event = |after: Duration, method: &str, data: Value| Message::event(after, sn, &command.bid, method, data);
     let state = |data: Value| Message {
         after: Duration::ZERO,
         topic: thing_topic(sn, "state"),
@@ -241,6 +248,19 @@ pub(super) fn plan(
                 .collect()
         }
         "return_home" => vec![event(Duration::ZERO, "return_home_info", return_home_info(dock.lat, dock.lon))],
+        // A flight's progress carries the flight id as its bid (§13 note 4), not the command's.
+        "flighttask_pause" | "flighttask_recovery" => {
+            let status = if method == "flighttask_pause" { "paused" } else { "in_progress" };
+            dock.tasks
+                .progress_now(status)
+                .map(|p| Message::event(Duration::ZERO, sn, &p.flight_id, "flighttask_progress", p.data))
+                .into_iter()
+                .collect()
+        }
+        "upload_flighttask_media_prioritize" => {
+            let id = command.data.get("flight_id").cloned().unwrap_or_else(|| json!(""));
+            vec![event(Duration::ZERO, "highest_priority_upload_flighttask_media", json!({"flight_id": id}))]
+        }
         "flight_authority_grab" => vec![state(json!({"control_source": "A"}))],
         "payload_authority_grab" => {
             let index = command.data.get("payload_index").cloned().unwrap_or_else(|| json!(""));
@@ -309,6 +329,8 @@ pub(super) fn return_home_info(lat: f64, lon: f64) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
     use crate::sim::SimDock;
 
@@ -461,6 +483,98 @@ mod tests {
             decode(&p.messages[1])["data"],
             json!({"payloads": [{"control_source": "A", "payload_index": "99-0-0", "sn": "XUAV0001"}]})
         );
+    }
+
+    #[test]
+    fn a_prepare_is_replied_and_remembered_unless_scripted_otherwise() {
+        let data =
+            r#"{"flight_id":"j1","task_type":0,"execute_time":1,"file":{"url":"http://x/w.kmz","fingerprint":"ab"}}"#;
+        let p = services("flighttask_prepare", data, &Answers::default());
+        assert_eq!(p.messages.len(), 1, "a reply and nothing else");
+        assert_eq!(decode(&p.messages[0])["data"], json!({"result": 0, "output": {"status": "ok"}}));
+        let Some(TaskCommand::Prepare(task)) = p.task else { panic!("prepared") };
+        assert_eq!((task.flight_id.as_str(), task.url.as_str()), ("j1", "http://x/w.kmz"));
+
+        let mut answers = Answers::default();
+        answers.by_method.insert("flighttask_prepare".into(), Answer::error(316001));
+        let p = services("flighttask_prepare", data, &answers);
+        assert_eq!(decode(&p.messages[0])["data"]["result"], 316001);
+        assert!(p.task.is_none(), "a refused prepare leaves nothing to fly");
+        answers.by_method.insert("flighttask_prepare".into(), Answer::silent());
+        let p = services("flighttask_prepare", data, &answers);
+        assert!(p.messages.is_empty() && p.task.is_none());
+    }
+
+    #[test]
+    fn an_execute_without_a_prepared_task_is_refused() {
+        let p = services("flighttask_execute", r#"{"flight_id":"j1"}"#, &Answers::default());
+        assert_eq!(
+            decode(&p.messages[0])["data"],
+            json!({"result": crate::sim::TASK_NOT_PREPARED, "output": {"status": "failed"}})
+        );
+        assert!(p.task.is_none());
+    }
+
+    #[test]
+    fn a_delayed_execute_tells_the_flight_to_wait_for_the_reply() {
+        let mut d = dock();
+        d.tasks.prepare(crate::sim::PreparedTask { flight_id: "j1".into(), ..Default::default() }, Instant::now());
+        let e =
+            envelope(r#"{"tid":"t","bid":"j1","timestamp":1,"method":"flighttask_execute","data":{"flight_id":"j1"}}"#);
+        let mut answers = Answers::default();
+        answers.by_method.insert("flighttask_execute".into(), Answer::delayed(Duration::from_secs(1)));
+        let p = plan(&d, CommandTopic::Services, &e, &answers, Duration::ZERO);
+        assert_eq!(p.task, Some(TaskCommand::Execute("j1".into())));
+        assert_eq!(p.reply_delay, Duration::from_secs(1));
+        assert_eq!(decode(&p.messages[0])["data"]["result"], 0);
+    }
+
+    #[test]
+    fn pause_reports_paused_progress_with_the_flight_id_as_bid() {
+        let mut d = dock();
+        let now = Instant::now();
+        d.tasks.prepare(crate::sim::PreparedTask { flight_id: "j1".into(), ..Default::default() }, now);
+        let settings = super::super::flighttask::FlightSettings {
+            steps: 4,
+            interval: Duration::from_millis(200),
+            media: 2,
+            resource_get: crate::sim::ResourceGet::WhenNoUrl,
+        };
+        d.tasks.execute("j1", now, settings, crate::sim::FlightOutcome::Ok);
+        let e = envelope(r#"{"tid":"t","bid":"b-pause","timestamp":1,"method":"flighttask_pause","data":""}"#);
+        let p = plan(&d, CommandTopic::Services, &e, &Answers::default(), Duration::ZERO);
+        assert_eq!(p.task, Some(TaskCommand::Pause));
+        assert_eq!(p.messages.len(), 2);
+        assert_eq!(decode(&p.messages[0])["bid"], "b-pause", "the reply echoes the command");
+        let progress = decode(&p.messages[1]);
+        assert_eq!(
+            (progress["method"].as_str(), progress["bid"].as_str(), progress["need_reply"].as_i64()),
+            (Some("flighttask_progress"), Some("j1"), Some(1))
+        );
+        assert_eq!(progress["data"]["output"]["status"], "paused");
+
+        let p = services("flighttask_pause", r#""""#, &Answers::default());
+        assert_eq!(decode(&p.messages[0])["data"]["result"], crate::sim::NOTHING_TO_PAUSE);
+        assert_eq!(p.messages.len(), 1);
+    }
+
+    #[test]
+    fn undo_and_media_priority() {
+        let p = services("flighttask_undo", r#"{"flight_ids":["j1","j2"]}"#, &Answers::default());
+        assert_eq!(p.task, Some(TaskCommand::Undo(vec!["j1".into(), "j2".into()])));
+        assert_eq!(decode(&p.messages[0])["data"]["result"], 0);
+
+        let p = services("upload_flighttask_media_prioritize", r#"{"flight_id":"j1"}"#, &Answers::default());
+        assert_eq!(p.messages.len(), 2);
+        let e = decode(&p.messages[1]);
+        assert_eq!(
+            (e["method"].as_str(), e["need_reply"].as_i64(), &e["data"]),
+            (Some("highest_priority_upload_flighttask_media"), Some(1), &json!({"flight_id": "j1"}))
+        );
+        let mut answers = Answers::default();
+        answers.by_method.insert("upload_flighttask_media_prioritize".into(), Answer::error(324032));
+        let p = services("upload_flighttask_media_prioritize", r#"{"flight_id":"j1"}"#, &answers);
+        assert_eq!(p.messages.len(), 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::f64::consts::TAU;
 use rand::Rng as _;
 use serde_json::{json, Value};
 
+use super::flighttask::Tasks;
 use super::{now_ms, tid, SimDock};
 
 /// One dock and its aircraft, moving through a flight cycle.
@@ -20,6 +21,11 @@ pub(super) struct DockState {
     /// Cover opened by `cover_open` while on the ground; closed again by `cover_close` or when a
     /// flight ends (the dock closes it after landing).
     pub(super) cover_open: bool,
+    /// Flies the automatic round every ten minutes (`FleetConfig::cycle_flights`).
+    pub(super) cycle_flights: bool,
+    /// Flight tasks: prepared ones and the one in progress, which the OSD shows while the
+    /// aircraft is out, whatever the automatic round says.
+    pub(super) tasks: Tasks,
     // what the last `advance` computed
     pub(super) flying: bool,
     progress: f64,
@@ -32,7 +38,7 @@ pub(super) struct DockState {
 const CYCLE_SECS: f64 = 600.0;
 const FLIGHT_SECS: f64 = 120.0;
 /// Aircraft model key (domain-type-subtype) of the M3D.
-const M3D: &str = "0-91-0";
+pub(super) const M3D: &str = "0-91-0";
 
 impl DockState {
     pub(super) fn new(ids: SimDock, index: usize) -> Self {
@@ -47,6 +53,8 @@ impl DockState {
             announce: false,
             debug_mode: false,
             cover_open: false,
+            cycle_flights: true,
+            tasks: Tasks::default(),
             flying: false,
             progress: 0.0,
             battery: 100.0,
@@ -58,18 +66,35 @@ impl DockState {
 
     pub(super) fn advance(&mut self, t: f64) {
         let in_cycle = (t + self.phase) % CYCLE_SECS;
+        let round = self.cycle_flights && in_cycle < FLIGHT_SECS;
+        let task = self.tasks.airborne();
         let was_flying = self.flying;
-        self.flying = in_cycle < FLIGHT_SECS;
+        self.flying = round || task.is_some();
         if was_flying && !self.flying {
             self.cover_open = false;
         }
-        self.progress = if self.flying { in_cycle / FLIGHT_SECS } else { 0.0 };
-        self.battery =
-            if self.flying { 100.0 - 60.0 * self.progress } else { (40.0 + (in_cycle - FLIGHT_SECS) / 4.0).min(100.0) };
+        self.progress = match task {
+            Some(done) => done,
+            None if round => in_cycle / FLIGHT_SECS,
+            None => 0.0,
+        };
+        self.battery = if self.flying {
+            100.0 - 60.0 * self.progress
+        } else if self.cycle_flights {
+            // Charging back up after the round.
+            (40.0 + (in_cycle - FLIGHT_SECS) / 4.0).clamp(40.0, 100.0)
+        } else {
+            100.0
+        };
         let mut rng = rand::thread_rng();
         self.temperature = (self.temperature + rng.gen_range(-0.05..0.05)).clamp(-20.0, 50.0);
         self.humidity = (self.humidity + rng.gen_range(-0.2..0.2)).clamp(5.0, 100.0);
         self.wind = (self.wind + rng.gen_range(-0.1..0.1)).clamp(0.0, 15.0);
+    }
+
+    /// The aircraft's battery, percent.
+    pub(super) fn battery_percent(&self) -> i64 {
+        self.battery.round() as i64
     }
 
     pub(super) fn update_topo(&self) -> Value {
@@ -293,5 +318,39 @@ mod tests {
         assert!(d.flying);
         d.advance(600.0 + 300.0);
         assert_eq!(d.dock_osd()["data"]["cover_state"], 0);
+    }
+
+    #[test]
+    fn a_flight_task_shows_as_working_whatever_the_round_says() {
+        use crate::sim::flighttask::FlightSettings;
+        use crate::sim::{FlightOutcome, PreparedTask, ResourceGet};
+        use std::time::{Duration, Instant};
+
+        let mut d = DockState::new(SimDock::new("X", 1), 0);
+        d.cycle_flights = false;
+        d.phase = 0.0;
+        d.advance(30.0);
+        assert!(!d.flying, "no automatic round");
+        assert_eq!((d.dock_osd()["data"]["mode_code"].as_i64(), d.battery_percent()), (Some(0), 100));
+        let now = Instant::now();
+        let settings =
+            FlightSettings { steps: 4, interval: Duration::ZERO, media: 0, resource_get: ResourceGet::WhenNoUrl };
+        let g =
+            d.tasks.prepare(PreparedTask { flight_id: "j1".into(), url: "http://x".into(), ..Default::default() }, now);
+        d.tasks.file_checked("j1", g.unwrap(), &Ok(()));
+        d.tasks.execute("j1", now, settings, FlightOutcome::Ok);
+        d.tasks.poll(now, 0, 100);
+        d.advance(31.0);
+        assert!(d.flying);
+        assert_eq!(d.dock_osd()["data"]["mode_code"], 4);
+        assert_eq!(
+            (d.drone_osd()["data"]["mode_code"].as_i64(), d.dock_osd()["data"]["drone_in_dock"].as_bool()),
+            (Some(5), Some(false))
+        );
+        while d.tasks.busy() {
+            d.tasks.poll(now, 0, 100);
+        }
+        d.advance(32.0);
+        assert_eq!(d.dock_osd()["data"]["mode_code"], 0, "back in the dock");
     }
 }
