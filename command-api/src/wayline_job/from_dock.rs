@@ -84,6 +84,11 @@ pub async fn ready(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()>
         let Some(job) = job_of(s, &gw, &id).await? else { continue };
         let Some(plan) = job.plan().filter(|p| p.task_type == task_type::CONDITIONAL) else { continue };
         let actor = super::system(&plan.workspace_id);
+        if !job.is_prepared() {
+            // a dock that is ready has the task, even if its answer to the prepare is still on
+            // its way to the process that sent it
+            record(s, &id, WaylineJobCommand::RecordPrepared).await?;
+        }
         match super::start(s, &actor, &id).await {
             Ok(()) => {
                 let (s, id) = (s.clone(), id.clone());

@@ -4,26 +4,48 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use hangar::Components;
-use mqtt_bridge::sim::{Answer, Fleet};
+use mqtt_bridge::sim::{Answer, Fleet, FleetConfig, FlightOutcome, ResourceGet};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::devices::{bind, fleet, prefix};
+use crate::devices::{bind, prefix};
 use crate::helpers::*;
 use crate::wayline_file::{import, mission};
 
+/// Hangar with its bridge, on a port of its own that its links name (the simulated docks download
+/// wayline files from the links they are given).
 fn bridge_config() -> shared::Config {
     let mut c = test_config();
     c.mqtt_client_id = format!("{}-bridge", c.nats_prefix);
     c.mqtt_share_group = c.nats_prefix.clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    c.public_url = format!("http://127.0.0.1:{port}");
     c
 }
 
 /// A bound simulated dock and an imported wayline: `(token, fleet, dock_sn, wayline_id, kmz)`.
 async fn setup(app: &TestApp) -> (String, Fleet, String, String, Vec<u8>) {
+    setup_with(app, |_| {}).await
+}
+
+/// [`setup`] with a dock configured by `tune` (its own flights only, no ten-minute rounds).
+async fn setup_with(app: &TestApp, tune: impl FnOnce(&mut FleetConfig)) -> (String, Fleet, String, String, Vec<u8>) {
     let token = app.admin_token().await;
-    let f = fleet(&prefix(), 1, None).await;
+    let mut config = FleetConfig {
+        docks: 1,
+        osd_hz: 2.0,
+        sn_prefix: prefix(),
+        hms_every: None,
+        cycle_flights: false,
+        progress_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
+    tune(&mut config);
+    let f = Fleet::start(config).await.unwrap();
+    f.ready(Duration::from_secs(10)).await.unwrap();
     let dock = f.docks()[0].dock_sn.clone();
     bind(app, &token, &dock).await;
     let kmz = mission("Roof", 5);
@@ -129,7 +151,9 @@ async fn an_immediate_job_is_prepared_with_its_file_then_executed() {
 async fn a_timed_job_executes_once_on_time_with_two_processes_and_a_restart_between() {
     let config = bridge_config();
     let first = TestApp::spawn_with(config.clone(), Components::ALL).await;
-    let second = TestApp::spawn_with(config.clone(), Components { api: true, projectors: false, bridge: false }).await;
+    let mut other = config.clone();
+    other.listen = "127.0.0.1:0".parse().unwrap();
+    let second = TestApp::spawn_with(other, Components { api: true, projectors: false, bridge: false }).await;
     let (token, f, dock, file_id, _) = setup(&first).await;
     let begin = now_secs() + 8;
     let r = create(&first, &token, timed(&file_id, &dock, begin)).await;
@@ -155,8 +179,7 @@ async fn a_timed_job_executes_once_on_time_with_two_processes_and_a_restart_betw
     let at = executes[0].2;
     assert!(at + Duration::from_millis(50) >= due, "not before its time");
     assert!(at < due + Duration::from_secs(2), "on time: {:?} late", at.duration_since(due));
-    let j = wait_status(&third, &token, &id, 2).await;
-    assert!(j["execute_time"].is_string());
+    third.wait_for("the job under way", || async { job(&third, &token, &id).await["execute_time"].is_string() }).await;
     f.stop().await;
     second.halt().await;
     third.stop().await;
@@ -280,6 +303,171 @@ async fn bad_job_requests_get_clear_errors_and_create_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.count("rm_wayline_jobs").await, 0);
     assert!(got(&f, &dock, "flighttask_prepare").is_empty());
+    f.stop().await;
+    app.stop().await;
+}
+
+/// The job id of the dock's only prepared task.
+fn only_job(f: &Fleet, dock: &str) -> String {
+    let prepares = got(f, dock, "flighttask_prepare");
+    assert_eq!(prepares.len(), 1, "{prepares:?}");
+    prepares[0].0.clone()
+}
+
+#[tokio::test]
+async fn an_immediate_job_flies_to_success_and_its_media_join_the_library_and_its_counts() {
+    let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
+    let (token, f, dock, file_id, _) = setup(&app).await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr)).await.unwrap();
+    // the session is registered once it gets pushes
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else { break };
+        if m.to_text().unwrap_or_default().contains("dock_osd") {
+            break;
+        }
+    }
+    let r = create(&app, &token, task(&file_id, &dock, 0)).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let id = only_job(&f, &dock);
+
+    let j = wait_status(&app, &token, &id, 3).await;
+    assert_eq!((j["progress"].as_i64(), j["media_count"].as_i64()), (Some(100), Some(2)), "{j}");
+    assert!(j["completed_time"].is_string() && j.get("code").is_none(), "{j}");
+    app.wait_for("both media counted", || async { job(&app, &token, &id).await["uploaded_count"] == 2 }).await;
+    let flight = f.flight(&id).expect("the dock flew it");
+    assert_eq!((flight.file_matched, flight.media_reported), (Some(true), 2));
+
+    // the media are in the library, linked to the job, and download
+    let files = app.files(&token, 1, 50).await;
+    let mine: Vec<&Value> = files["list"].as_array().unwrap().iter().filter(|m| m["job_id"] == id.as_str()).collect();
+    assert_eq!(mine.len(), 2, "{files}");
+    for m in mine {
+        assert!(m["object_key"].as_str().unwrap().contains(&id), "{m}");
+        let body =
+            app.follow(&format!("/media/api/v1/files/{WS}/file/{}/url", m["file_id"].as_str().unwrap()), &token).await;
+        assert!(!body.is_empty());
+    }
+
+    // the web client saw the flight and the uploads
+    let (mut progress, mut uploads, mut last_percent) = (0, 0, -1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && (uploads < 2 || last_percent < 100) {
+        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(2), ws.next()).await else { continue };
+        let v: Value = serde_json::from_str(m.to_text().unwrap_or("null")).unwrap_or(Value::Null);
+        match v["biz_code"].as_str() {
+            Some("flighttask_progress") if v["data"]["bid"] == id.as_str() => {
+                assert_eq!(v["data"]["sn"], dock.as_str());
+                progress += 1;
+                last_percent = v["data"]["output"]["progress"]["percent"].as_i64().unwrap_or(-1);
+            }
+            Some("file_upload_callback") if v["data"]["job_id"] == id.as_str() => {
+                uploads += 1;
+                assert_eq!(v["data"]["media_count"], 2, "{v}");
+            }
+            _ => {}
+        }
+    }
+    assert!(progress >= 2 && last_percent == 100, "{progress} progress pushes, last at {last_percent}%");
+    assert_eq!(uploads, 2);
+    f.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_conditional_job_executes_when_the_dock_says_it_is_ready_with_a_fresh_file_link() {
+    let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
+    let (token, f, dock, file_id, _) = setup_with(&app, |c| c.resource_get = ResourceGet::Always).await;
+    let now = now_secs();
+    let mut body = task(&file_id, &dock, 2);
+    body["task_days"] = json!([now - 600]);
+    body["task_periods"] = json!([[now - 60, now + 3_600]]);
+    body["min_battery_capacity"] = json!(50);
+    body["min_storage_capacity"] = json!(1_000);
+    let r = create(&app, &token, body).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let prepares = got(&f, &dock, "flighttask_prepare");
+    let (id, data) = (prepares[0].0.clone(), prepares[0].1.clone());
+    assert_eq!(data["task_type"], 2);
+    assert_eq!(
+        data["ready_conditions"],
+        json!({"battery_capacity": 50, "begin_time": (now - 60) * 1000, "end_time": (now + 3_600) * 1000})
+    );
+    assert_eq!(data["executable_conditions"], json!({"storage_capacity": 1_000}));
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f.flight(&id).is_some_and(|r| r.status.is_terminal()) {
+        let seen: Vec<String> = f.received().iter().map(|c| c.method.clone()).collect();
+        assert!(
+            Instant::now() < deadline,
+            "the flight: {:?}, commands {seen:?}, job {}",
+            f.flight(&id),
+            job(&app, &token, &id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let j = wait_status(&app, &token, &id, 3).await;
+    assert_eq!(j["task_type"], 2);
+    let flight = f.flight(&id).unwrap();
+    assert!(flight.ready_at.is_some() && flight.resource_requested, "{flight:?}");
+    assert_eq!(flight.file_matched, Some(true), "the link from flighttask_resource_get downloads the file");
+    assert_eq!(got(&f, &dock, "flighttask_execute").len(), 1);
+    f.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pause_resume_and_media_first_send_the_right_methods() {
+    let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
+    let (token, f, dock, file_id, _) = setup_with(&app, |c| {
+        c.flight_steps = 40;
+        c.progress_interval = Duration::from_millis(250);
+    })
+    .await;
+    let r = create(&app, &token, task(&file_id, &dock, 0)).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let id = only_job(&f, &dock);
+    app.wait_for("progress", || async { job(&app, &token, &id).await["progress"].as_i64().unwrap_or(0) > 0 }).await;
+    let path = format!("/wayline/api/v1/workspaces/{WS}/jobs/{id}");
+
+    let (_, r) = app.put(&path, &token, json!({"status": 1})).await;
+    assert_eq!(r["code"], -1, "a running job cannot be resumed: {r}");
+    let (_, r) = app.put(&path, &token, json!({"status": 0})).await;
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(got(&f, &dock, "flighttask_pause").len(), 1);
+    assert_eq!(got(&f, &dock, "flighttask_pause")[0].0, id, "bid is the job id");
+    wait_status(&app, &token, &id, 6).await;
+    let (_, r) = app.put(&path, &token, json!({"status": 0})).await;
+    assert!(r["message"].as_str().unwrap().contains("does not match"), "{r}");
+    let (_, r) = app.put(&path, &token, json!({"status": 1})).await;
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(got(&f, &dock, "flighttask_recovery").len(), 1);
+    wait_status(&app, &token, &id, 2).await;
+
+    let (_, r) = app.post(&format!("{path}/media-highest"), &token, json!(null)).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let first = got(&f, &dock, "upload_flighttask_media_prioritize");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1, json!({"flight_id": id}));
+    app.wait_for("uploading first", || async { job(&app, &token, &id).await["uploading"] == true }).await;
+    let (_, r) = app.post(&format!("{path}/media-highest"), &token, json!(null)).await;
+    assert_eq!(r["code"], 0);
+    assert_eq!(got(&f, &dock, "upload_flighttask_media_prioritize").len(), 1, "already first: not sent again");
+    wait_status(&app, &token, &id, 3).await;
+    f.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_flight_the_dock_reports_failed_fails_the_job_with_its_code() {
+    let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
+    let (token, f, dock, file_id, _) = setup_with(&app, |c| c.flight_outcome = FlightOutcome::Failed(316050)).await;
+    let r = create(&app, &token, task(&file_id, &dock, 0)).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let id = only_job(&f, &dock);
+    let j = wait_status(&app, &token, &id, 5).await;
+    assert_eq!(j["code"], 316050, "{j}");
     f.stop().await;
     app.stop().await;
 }
