@@ -32,7 +32,8 @@ pub struct BenchArgs {
     /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to the
     /// WebSocket against the broker), `services` (commands to docks and their answers against
     /// the broker's own request/reply), `storage` (an upload through the S3 endpoint against a
-    /// file copy) or `wpml` (reading a 1,000-waypoint KMZ against inflating it).
+    /// file copy), `wpml` (reading a 1,000-waypoint KMZ against inflating it) or `jobs` (1,000
+    /// timed jobs on 1,000 docks due within one minute, against the broker's round trip).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -45,6 +46,7 @@ pub struct Report {
     pub services: Option<crate::bench_services::ServicesReport>,
     pub storage: Option<crate::bench_storage::StorageReport>,
     pub wpml: Option<crate::bench_wpml::WpmlReport>,
+    pub jobs: Option<crate::bench_jobs::JobsReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -62,7 +64,10 @@ impl std::fmt::Display for Report {
             writeln!(f, "{s}")?;
         }
         if let Some(w) = &self.wpml {
-            write!(f, "{w}")?;
+            writeln!(f, "{w}")?;
+        }
+        if let Some(j) = &self.jobs {
+            write!(f, "{j}")?;
         }
         Ok(())
     }
@@ -126,7 +131,10 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
     let opts: PgConnectOptions = base.database_url.parse().context("database URL")?;
     config.database_url = opts.clone().database(&tag).to_url_lossy().to_string();
     config.nats_prefix = tag.clone();
-    config.listen = "127.0.0.1:0".parse()?;
+    // a port of its own that the links it gives docks name (the docks download wayline files)
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    config.listen = format!("127.0.0.1:{port}").parse()?;
+    config.public_url = format!("http://127.0.0.1:{port}");
     config.storage_dir = std::env::temp_dir().join(&tag);
     config.s3_endpoint_listen = "127.0.0.1:0".parse()?;
 
@@ -172,7 +180,16 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             None | Some("wpml") => Some(crate::bench_wpml::run(args.seconds)?),
             _ => None,
         };
-        Ok(Report { media, devices, services, storage, wpml })
+        let jobs = match args.only.as_deref() {
+            None | Some("jobs") => {
+                let http = reqwest::Client::new();
+                let token = login(&http, &base_url, "adminPC", "adminPC", 1).await?;
+                let pool = shared::db::connect(&config.database_url, 8).await?;
+                Some(crate::bench_jobs::run(&config, &base_url, &token, &pool).await?)
+            }
+            _ => None,
+        };
+        Ok(Report { media, devices, services, storage, wpml, jobs })
     }
     .await;
     running.stop().await.ok();

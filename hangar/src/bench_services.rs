@@ -143,7 +143,7 @@ async fn poll_subscribed(
 
 /// The broker's own request/reply round trip: one client sends a command-sized request (QoS 1, as
 /// Hangar's commands go), another answers at once, and the first waits for the answer by `tid`.
-async fn broker_round_trips(seconds: u64) -> anyhow::Result<Vec<Duration>> {
+pub(crate) async fn broker_round_trips(seconds: u64) -> anyhow::Result<Vec<Duration>> {
     let root = format!("hangar-bench/{}", uuid::Uuid::new_v4().simple());
     let (responder, responder_el) = mqtt_client("echo");
     responder.subscribe(format!("{root}/request"), QoS::AtLeastOnce).await?;
