@@ -175,7 +175,7 @@ pub async fn run(config: &Config, base: &str, token: &str, pool: &sqlx::PgPool) 
             let _permit = sem.acquire().await;
             let body = json!({"name": format!("bench {i}"), "file_id": file_id, "dock_sn": dock, "wayline_type": 0,
                 "task_type": 1, "rth_altitude": 100, "out_of_control_action": 0,
-                "task_days": [begin - 3600], "task_periods": [[begin]]});
+                "task_days": [begin], "task_periods": [[begin]]});
             let r: Value = http.post(url).header("x-auth-token", token).json(&body).send().await?.json().await?;
             anyhow::ensure!(r["code"] == 0, "job not created: {r}");
             Ok(())

@@ -123,23 +123,24 @@ impl CreateJob {
     }
 }
 
-/// Each job's `(begin, end)` in epoch milliseconds: every day combined with every period's time of
-/// day. The time of day is taken relative to the day's own timestamp (the client's midnight), so
-/// the result is right whatever time zone the client is in.
+/// Each job's `(begin, end)` in epoch milliseconds: the date of every day combined with the time of
+/// day of every period, both read in the server's time zone, as DJI's backend does (its web client
+/// sends the picked dates and times as timestamps, with whatever time of day the picker kept).
 pub fn occurrences(days: &[i64], periods: &[Vec<i64>]) -> Vec<(i64, Option<i64>)> {
+    occurrences_in(&chrono::Local, days, periods)
+}
+
+fn occurrences_in<Tz: chrono::TimeZone>(tz: &Tz, days: &[i64], periods: &[Vec<i64>]) -> Vec<(i64, Option<i64>)> {
+    let at = |date: chrono::NaiveDate, secs: i64| -> Option<i64> {
+        let time = tz.timestamp_opt(secs, 0).earliest()?.naive_local().time();
+        Some(tz.from_local_datetime(&date.and_time(time)).earliest()?.timestamp())
+    };
     let mut out: Vec<(i64, Option<i64>)> = Vec::new();
     for &day in days {
+        let Some(date) = tz.timestamp_opt(day, 0).earliest().map(|d| d.naive_local().date()) else { continue };
         for p in periods {
-            let Some(&b) = p.first() else { continue };
-            let begin = day + (b - day).rem_euclid(DAY_SECS);
-            let end = p.get(1).map(|&e| {
-                let end = day + (e - day).rem_euclid(DAY_SECS);
-                if end < begin {
-                    end + DAY_SECS
-                } else {
-                    end
-                }
-            });
+            let Some(begin) = p.first().and_then(|&b| at(date, b)) else { continue };
+            let end = p.get(1).and_then(|&e| at(date, e)).map(|end| if end < begin { end + DAY_SECS } else { end });
             out.push((begin * 1000, end.map(|e| e * 1000)));
         }
     }
@@ -433,19 +434,25 @@ pub async fn update_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone as _;
 
     #[test]
-    fn days_and_periods_combine_by_time_of_day_in_the_clients_zone() {
-        // a client in UTC+8: its midnight of 2026-12-02 is 2026-12-01T16:00Z
-        let day = 1_796_140_800; // 2026-12-01T16:00:00Z
-        let ten = day + 10 * 3600; // 10:00 local
-        let eleven = day + 11 * 3600;
-        let late = day + 23 * 3600 + 1800; // 23:30 local, ending 00:30 next day
-        let got = occurrences(&[day, day + DAY_SECS], &[vec![ten - 7 * DAY_SECS, eleven], vec![late, late + 3600]]);
-        assert_eq!(got.len(), 4);
-        assert_eq!(got[0], (ten * 1000, Some(eleven * 1000)));
-        assert_eq!(got[1], (late * 1000, Some((late + 3600) * 1000)));
-        assert_eq!(got[2].0, (ten + DAY_SECS) * 1000);
+    fn days_and_periods_combine_as_date_and_time_of_day_in_the_servers_zone() {
+        let tz = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
+        let local = |d: u32, h: u32, m: u32| tz.with_ymd_and_hms(2026, 12, d, h, m, 0).unwrap().timestamp();
+        // dates picked at 15:23 and 05:00 local; a period picked today at 10:00, one from 23:30 to 00:30
+        let days = [local(2, 15, 23), local(3, 5, 0)];
+        let periods = [vec![local(1, 10, 0)], vec![local(1, 23, 30), local(1, 0, 30)]];
+        let got = occurrences_in(&tz, &days, &periods);
+        assert_eq!(
+            got,
+            vec![
+                (local(2, 10, 0) * 1000, None),
+                (local(2, 23, 30) * 1000, Some(local(3, 0, 30) * 1000)),
+                (local(3, 10, 0) * 1000, None),
+                (local(3, 23, 30) * 1000, Some(local(4, 0, 30) * 1000)),
+            ]
+        );
     }
 
     #[test]

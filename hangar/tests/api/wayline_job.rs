@@ -69,7 +69,7 @@ fn task(file_id: &str, dock: &str, task_type: i32) -> Value {
 /// A timed task at `begin` (epoch seconds).
 fn timed(file_id: &str, dock: &str, begin: i64) -> Value {
     let mut t = task(file_id, dock, 1);
-    t["task_days"] = json!([begin - 600]);
+    t["task_days"] = json!([begin]);
     t["task_periods"] = json!([[begin]]);
     t
 }
@@ -381,7 +381,7 @@ async fn a_conditional_job_executes_when_the_dock_says_it_is_ready_with_a_fresh_
     let (token, f, dock, file_id, _) = setup_with(&app, |c| c.resource_get = ResourceGet::Always).await;
     let now = now_secs();
     let mut body = task(&file_id, &dock, 2);
-    body["task_days"] = json!([now - 600]);
+    body["task_days"] = json!([now]);
     body["task_periods"] = json!([[now - 60, now + 3_600]]);
     body["min_battery_capacity"] = json!(50);
     body["min_storage_capacity"] = json!(1_000);
