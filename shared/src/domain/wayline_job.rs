@@ -276,17 +276,22 @@ impl Aggregate for WaylineJob {
                     sink.write(E::JobEnded { status, code, reason, media_count, at_ms }, self).await;
                 }
             }
+            // the dock's own progress report may have said so first
             C::RecordPaused => {
-                if self.status != status::IN_PROGRESS || self.paused {
+                if self.status != status::IN_PROGRESS {
                     return Err(WaylineJobError::StatusMismatch);
                 }
-                sink.write(E::JobPaused, self).await;
+                if !self.paused {
+                    sink.write(E::JobPaused, self).await;
+                }
             }
             C::RecordResumed => {
-                if self.status != status::IN_PROGRESS || !self.paused {
+                if self.status != status::IN_PROGRESS {
                     return Err(WaylineJobError::StatusMismatch);
                 }
-                sink.write(E::JobResumed, self).await;
+                if self.paused {
+                    sink.write(E::JobResumed, self).await;
+                }
             }
             C::RecordMediaPrioritized => {
                 if !self.prioritized {
@@ -491,6 +496,13 @@ mod tests {
             .given(paused)
             .when(WaylineJobCommand::RecordResumed)
             .then_expect_events(vec![WaylineJobEvent::JobResumed]);
+        // the dock's "paused" progress arrived before the answer to the pause was recorded
+        let mut reported = running();
+        reported.push(WaylineJobEvent::JobProgressed(progress("t5", "paused", 0)));
+        TestFramework::<WaylineJob>::with(())
+            .given(reported)
+            .when(WaylineJobCommand::RecordPaused)
+            .then_expect_events(vec![]);
     }
 
     #[test]
