@@ -145,7 +145,8 @@ pub async fn run(mut config: Config, shutdown: shared::Shutdown) -> anyhow::Resu
     if let Some(l) = s3_listener {
         tasks.spawn(s3_endpoint::serve(l, state.storage.clone(), shutdown.clone()));
     }
-    let app = shared::http::finish(router(state));
+    let ready = shared::health::Readiness::new().postgres(state.pool.clone()).nats(state.js.client());
+    let app = shared::http::finish(router(state), ready);
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     while let Some(r) = tasks.join_next().await {
         r??;

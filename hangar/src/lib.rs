@@ -98,6 +98,12 @@ pub async fn start(mut config: Config, components: Components, shutdown: Shutdow
     let mut tasks = JoinSet::new();
     let mut addr = None;
     let mut s3_addr = None;
+    let mut ready = shared::health::Readiness::new().postgres(pool.clone()).nats(nats.clone());
+    if components.bridge {
+        let bridge = mqtt_bridge::Bridge::start(config.clone(), shutdown.clone()).await?;
+        ready = ready.mqtt(bridge.subscribed());
+        tasks.spawn(bridge.join());
+    }
     if components.api {
         let s3_listener = command_api::s3_endpoint::bind(&mut config).await?;
         let storage = Storage::new(&config)?;
@@ -111,7 +117,7 @@ pub async fn start(mut config: Config, components: Components, shutdown: Shutdow
         let queries = query_api::AppState::new(config.clone(), pool.clone(), storage, hub, nats.clone());
         query_api::spawn_tasks(&queries, &shutdown, &mut tasks);
         let app = command_api::router(commands).merge(query_api::router(queries));
-        let app = shared::http::finish(app);
+        let app = shared::http::finish(app, ready);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
@@ -124,9 +130,6 @@ pub async fn start(mut config: Config, components: Components, shutdown: Shutdow
     }
     if components.projectors {
         tasks.spawn(projectors::run(config.clone(), pool.clone(), nats.clone(), shutdown.clone()));
-    }
-    if components.bridge {
-        tasks.spawn(mqtt_bridge::run(config.clone(), shutdown.clone()));
     }
     Ok(Running { addr, s3_addr, shutdown, tasks })
 }

@@ -61,6 +61,7 @@ pub struct Bridge {
     tasks: JoinSet<anyhow::Result<()>>,
     subscribed: watch::Receiver<bool>,
     stop: Shutdown,
+    nats: async_nats::Client,
 }
 
 impl Bridge {
@@ -74,14 +75,14 @@ impl Bridge {
         let mut tasks = JoinSet::new();
 
         let nats = shared::nats::connect(&config).await?;
-        let js = jetstream::new(nats);
+        let js = jetstream::new(nats.clone());
         let names = Names::new(&config.nats_prefix);
         let mut backoff = mqtt::Backoff::default();
         while let Err(e) = shared::nats::ensure_streams(&js, &names, &config).await {
             let delay = backoff.next_delay().max(Duration::from_millis(500));
             tracing::warn!(error = ?e, "mqtt-bridge cannot create its streams yet; retrying");
             tokio::select! {
-                _ = stop.cancelled() => return Ok(Self { tasks, subscribed, stop }),
+                _ = stop.cancelled() => return Ok(Self { tasks, subscribed, stop, nats }),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
@@ -109,13 +110,18 @@ impl Bridge {
         tasks.spawn(outbound::feeder(js, names, outbound.client, ids_tx, outcomes_rx, link_rx, stop.clone()));
 
         tracing::info!(broker = %config.mqtt_url, client_id = %config.mqtt_client_id, "mqtt-bridge started");
-        Ok(Self { tasks, subscribed, stop })
+        Ok(Self { tasks, subscribed, stop, nats })
     }
 
     /// Turns true once the broker confirmed the subscriptions, false while disconnected. Devices'
     /// messages published before the first subscription are not for this bridge to see.
     pub fn subscribed(&self) -> watch::Receiver<bool> {
         self.subscribed.clone()
+    }
+
+    /// What `/readyz` checks for the bridge: NATS with JetStream, and the broker's subscriptions.
+    pub fn readiness(&self) -> shared::health::Readiness {
+        shared::health::Readiness::new().nats(self.nats.clone()).mqtt(self.subscribed())
     }
 
     /// Waits until every task finished (after shutdown). If one fails, the others are stopped
@@ -137,4 +143,10 @@ impl Bridge {
 /// Runs the bridge until `shutdown`, then finishes the messages in hand and disconnects.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     Bridge::start(config, shutdown).await?.join().await
+}
+
+/// Runs the bridge as its own process, with `/healthz`, `/readyz` and `/metrics` on `config.listen`.
+pub async fn run_standalone(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let bridge = Bridge::start(config.clone(), shutdown.clone()).await?;
+    shared::health::serve_alongside(config.listen, bridge.readiness(), shutdown, bridge.join()).await
 }

@@ -18,5 +18,5 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let args = Args::parse();
-    mqtt_bridge::run(args.config, shared::telemetry::shutdown_on_signal()).await
+    mqtt_bridge::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await
 }

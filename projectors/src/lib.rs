@@ -60,9 +60,11 @@ pub async fn run(config: Config, pool: PgPool, nats: async_nats::Client, shutdow
     result
 }
 
-/// Runs the projectors as their own process.
+/// Runs the projectors as their own process, with `/healthz`, `/readyz` and `/metrics` on
+/// `config.listen`.
 pub async fn run_standalone(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let pool = shared::db::prepare(&config.database_url, config.database_pool).await?;
     let nats = shared::nats::connect(&config).await?;
-    run(config, pool, nats, shutdown).await
+    let ready = shared::health::Readiness::new().postgres(pool.clone()).nats(nats.clone());
+    shared::health::serve_alongside(config.listen, ready, shutdown.clone(), run(config, pool, nats, shutdown)).await
 }

@@ -89,7 +89,8 @@ pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<(
     spawn_tasks(&state, &shutdown, &mut tasks);
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
-    axum::serve(listener, shared::http::finish(router(state)))
+    let ready = shared::health::Readiness::new().postgres(state.pool.clone()).nats(state.nats.clone());
+    axum::serve(listener, shared::http::finish(router(state), ready))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     while let Some(r) = tasks.join_next().await {

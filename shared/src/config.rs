@@ -35,6 +35,12 @@ pub struct Config {
     #[arg(long, env = "HANGAR_DEDUP_WINDOW_SECS", default_value_t = 120)]
     pub dedup_window_secs: u64,
 
+    /// Copies JetStream keeps of each stream Hangar creates (default 1, for one nats-server; 3 on a
+    /// JetStream cluster of three, as in `k8s/`). Streams that already exist are left as they are:
+    /// change theirs with `nats stream edit <name> --replicas 3`.
+    #[arg(long, env = "HANGAR_NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub nats_stream_replicas: usize,
+
     /// MQTT broker the bridge connects to.
     #[arg(long, env = "HANGAR_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub mqtt_url: String,

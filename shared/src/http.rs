@@ -110,12 +110,14 @@ pub async fn cors(req: Request, next: Next) -> Response {
     res
 }
 
-/// What every Hangar HTTP process serves and wraps itself in: `/metrics` (Prometheus text) and
-/// `/healthz` without a token, DJI-enveloped 404 and 405, CORS outermost.
-pub fn finish(router: axum::Router) -> axum::Router {
+/// What every Hangar HTTP process serves and wraps itself in: `/metrics` (Prometheus text),
+/// `/healthz` (the process serves HTTP: liveness) and `/readyz` (its dependencies answer: readiness,
+/// see [`crate::health`]) without a token, DJI-enveloped 404 and 405, CORS outermost.
+pub fn finish(router: axum::Router, ready: crate::health::Readiness) -> axum::Router {
     router
         .route("/metrics", axum::routing::get(|| async { crate::metrics::render() }))
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(move || ready.clone().respond()))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn(cors))

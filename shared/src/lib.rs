@@ -10,6 +10,7 @@
 //! - [`event_store`]: cqrs-es over postgres-es in pure event-store mode, with conflict retry.
 //! - [`es`]: how an event travels on JetStream (subjects, headers, message ids).
 //! - [`nats`] and [`db`]: connecting, stream creation, migrations.
+//! - [`health`]: readiness (`/readyz`): whether PostgreSQL, NATS and the MQTT broker answer.
 //! - [`storage`]: object storage (local folder or S3-compatible) and STS credentials.
 //! - [`metrics`]: counters and latency summaries rendered in Prometheus text format.
 //! - [`time`]: DJI's date-time formats.
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod es;
 pub mod event_store;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod nats;

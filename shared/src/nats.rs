@@ -152,6 +152,7 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names, config: &Con
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(config.dedup_window_secs),
         discard: stream::DiscardPolicy::New,
+        num_replicas: config.nats_stream_replicas,
         ..Default::default()
     })
     .await
@@ -181,6 +182,7 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names, config: &Con
             max_age: WEEK,
             duplicate_window: dedup.min(WEEK),
             discard: stream::DiscardPolicy::Old,
+            num_replicas: config.nats_stream_replicas,
             ..Default::default()
         })
         .await
@@ -195,6 +197,7 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names, config: &Con
         max_age: HOUR,
         duplicate_window: dedup.min(HOUR),
         discard: stream::DiscardPolicy::Old,
+        num_replicas: config.nats_stream_replicas,
         ..Default::default()
     })
     .await

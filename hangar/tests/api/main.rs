@@ -9,6 +9,7 @@ mod durability;
 mod event_store;
 mod helpers;
 mod media;
+mod readiness;
 mod replay;
 mod s3;
 mod storage;
