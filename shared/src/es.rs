@@ -15,8 +15,8 @@ pub const H_METADATA: &str = "Hangar-Metadata";
 pub const H_RECORDED_AT: &str = "Hangar-Recorded-At";
 pub const H_POSITION: &str = "Hangar-Position";
 
-/// One committed event, as stored in Postgres and carried on the ES stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One committed event, as stored in Postgres (a row of `events`) and carried on the ES stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct StoredEvent {
     pub aggregate_type: String,
     pub aggregate_id: String,

@@ -9,6 +9,7 @@
 //! - [`domain`]: aggregates (commands, events, `Aggregate` impls and their tests), one module each.
 //! - [`event_store`]: cqrs-es over postgres-es in pure event-store mode, with conflict retry.
 //! - [`es`]: how an event travels on JetStream (subjects, headers, message ids).
+//! - [`history`]: an aggregate's state at a past time or sequence, folded from its events.
 //! - [`nats`] and [`db`]: connecting, stream creation, migrations.
 //! - [`health`]: readiness (`/readyz`): whether PostgreSQL, NATS and the MQTT broker answer.
 //! - [`storage`]: object storage (local folder or S3-compatible) and STS credentials.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod es;
 pub mod event_store;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod nats;

@@ -37,6 +37,16 @@ impl crate::error::DjiCode for FileGroupError {}
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FileGroup {
     reports: u64,
+    /// The workspace of the group's job (empty before its first report).
+    #[serde(default)]
+    workspace_id: String,
+}
+
+impl FileGroup {
+    /// The workspace of the group, once reported.
+    pub fn workspace_id(&self) -> Option<&str> {
+        Some(self.workspace_id.as_str()).filter(|_| self.reports > 0)
+    }
 }
 
 impl Aggregate for FileGroup {
@@ -69,7 +79,10 @@ impl Aggregate for FileGroup {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            FileGroupEvent::GroupUploadReported { .. } => self.reports += 1,
+            FileGroupEvent::GroupUploadReported { workspace_id, .. } => {
+                self.reports += 1;
+                self.workspace_id = workspace_id;
+            }
         }
     }
 }

@@ -60,6 +60,16 @@ impl crate::error::DjiCode for MediaError {}
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct MediaFile {
     uploaded: bool,
+    /// The workspace whose library holds the file (empty before its upload).
+    #[serde(default)]
+    workspace_id: String,
+}
+
+impl MediaFile {
+    /// The workspace whose library holds the file, once uploaded.
+    pub fn workspace_id(&self) -> Option<&str> {
+        Some(self.workspace_id.as_str()).filter(|_| self.uploaded)
+    }
 }
 
 impl Aggregate for MediaFile {
@@ -90,7 +100,10 @@ impl Aggregate for MediaFile {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            MediaEvent::MediaFileUploaded(_) => self.uploaded = true,
+            MediaEvent::MediaFileUploaded(upload) => {
+                self.uploaded = true;
+                self.workspace_id = upload.workspace_id;
+            }
         }
     }
 }

@@ -58,6 +58,13 @@ pub struct User {
     mqtt_password: String,
 }
 
+impl User {
+    /// The user's workspace, once created.
+    pub fn workspace_id(&self) -> Option<&str> {
+        Some(self.workspace_id.as_str()).filter(|_| self.created)
+    }
+}
+
 impl Aggregate for User {
     const TYPE: &'static str = AGGREGATE_TYPE;
     type Command = UserCommand;
