@@ -1,6 +1,7 @@
 //! Hangar in one process: command-api and query-api on one port, the projectors (outbox relay and
 //! projections) and the mqtt-bridge, sharing one Postgres pool and one NATS connection. Also the
-//! operator and analyst commands: [`replay`], [`rebuild`](projectors::runner::rebuild) and [`bench`].
+//! operator and analyst commands: [`replay`], [`export`], `state-at` ([`shared::history`]),
+//! [`rebuild`](projectors::runner::rebuild) and [`bench`].
 //! With the local object store it also serves the S3-compatible endpoint devices upload to
 //! (`command_api::s3_endpoint`).
 
@@ -10,6 +11,7 @@ pub mod bench_jobs;
 pub mod bench_services;
 pub mod bench_storage;
 pub mod bench_wpml;
+pub mod export;
 pub mod replay;
 
 use std::net::SocketAddr;

@@ -1,10 +1,13 @@
 //! `hangar`: the whole system in one process, and the operator and analyst commands.
 
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use hangar::{bench, replay, start, Components};
+use hangar::{bench, export, replay, start, Components};
+use shared::history::{self, Point};
 use shared::Config;
 
 /// A fast multi-threaded allocator: request handling allocates a lot, and glibc's malloc was a
@@ -45,6 +48,45 @@ enum Cmd {
         /// Only events recorded at or before this time (RFC 3339).
         #[arg(long)]
         to: Option<DateTime<Utc>>,
+    },
+    /// Write the event history from the event store to a Parquet or JSON Lines file, in stream
+    /// order, with progress on stderr.
+    Export {
+        #[command(flatten)]
+        config: Config,
+        /// File format: parquet (payload and metadata as JSON text) or jsonl.
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: export::Format,
+        /// File to write, or `-` for stdout. A file appears under its name only once complete.
+        #[arg(long)]
+        output: PathBuf,
+        /// Only events of this aggregate type (repeatable; all types without it).
+        #[arg(long)]
+        aggregate_type: Vec<String>,
+        /// Only events recorded at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        /// Only events recorded at or before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+    },
+    /// Print an aggregate's state as of a past time or sequence as JSON, folded from its events.
+    StateAt {
+        #[command(flatten)]
+        config: Config,
+        /// Aggregate type: media_file, device, user, workspace, file_group, wayline_file, wayline_job,
+        /// device_command or device_progress.
+        #[arg(long)]
+        aggregate_type: String,
+        /// Aggregate id (a device's serial number, a media file's file_id, a user's user_id, …).
+        #[arg(long)]
+        id: String,
+        /// The state after every event recorded at or before this time (RFC 3339).
+        #[arg(long, required_unless_present = "sequence", conflicts_with = "sequence")]
+        at: Option<DateTime<Utc>>,
+        /// The state after the aggregate's events 1 to N.
+        #[arg(long)]
+        sequence: Option<i64>,
     },
     /// Rebuild a projection (or `all`) from the start of the event stream.
     Rebuild {
@@ -90,6 +132,39 @@ async fn main() -> anyhow::Result<()> {
             let mut out = BufWriter::new(std::io::stdout().lock());
             let n = replay::replay(&js, &names, &filter, &mut out).await?;
             tracing::info!(events = n, "replay done");
+            Ok(())
+        }
+        Cmd::Export { config, format, output, aggregate_type, from, to } => {
+            let pool = shared::db::connect(&config.database_url, 2).await?;
+            let filter = export::Filter { from, to, aggregate_types: aggregate_type };
+            let report = |p: &export::Progress| eprintln!("{p}");
+            if output.as_os_str() == "-" {
+                let out = BufWriter::with_capacity(1 << 20, std::io::stdout());
+                export::export(&pool, &filter, format, out, report).await?;
+            } else {
+                // written under a temporary name, so a file by the asked name is always complete
+                let mut partial = output.clone().into_os_string();
+                partial.push(".partial");
+                let file = std::fs::File::create(&partial).with_context(|| format!("creating {partial:?}"))?;
+                export::export(&pool, &filter, format, BufWriter::with_capacity(1 << 20, file), report).await?;
+                std::fs::rename(&partial, &output).with_context(|| format!("renaming {partial:?}"))?;
+            }
+            if let Some(peak) = export::peak_rss_bytes() {
+                eprintln!("export: peak memory {} KiB", peak / 1024);
+            }
+            Ok(())
+        }
+        Cmd::StateAt { config, aggregate_type, id, at, sequence } => {
+            let pool = shared::db::connect(&config.database_url, 2).await?;
+            let point = match (at, sequence) {
+                (_, Some(n)) => Point::Sequence(n),
+                (Some(t), None) => Point::At(t),
+                (None, None) => Point::Latest,
+            };
+            let past = history::state_at(&pool, &aggregate_type, &id, point).await?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &past)?;
+            writeln!(out)?;
             Ok(())
         }
         Cmd::Rebuild { config, projection } => {

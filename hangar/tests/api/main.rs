@@ -7,6 +7,7 @@ mod commands;
 mod devices;
 mod durability;
 mod event_store;
+mod export;
 mod helpers;
 mod media;
 mod readiness;
