@@ -1,9 +1,11 @@
-//! query-api: every GET endpoint and the WebSocket. Reads read models only; never writes events.
+//! query-api: every GET endpoint and the WebSocket. Reads read models only (and, for [`history`], the
+//! event store); never writes events.
 //!
 //! - [`files`]: FileController (the workspace's media library, download links) and the signed links
 //!   of the local object store.
 //! - [`users`]: UserController reads (current user, a workspace's users) and WorkspaceController.
 //! - [`devices`]: DeviceController, TopologyController and DeviceHmsController reads.
+//! - [`history`]: an aggregate, or a workspace's device list, as it was at a past time (from events).
 //! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
 //! - [`wayline_job`]: WaylineJobController reads (the job list) and the pushes of jobs.
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
@@ -11,6 +13,7 @@
 
 pub mod devices;
 pub mod files;
+pub mod history;
 pub mod push;
 pub mod users;
 pub mod wayline_file;
@@ -57,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(files::router())
         .merge(devices::router())
+        .merge(history::router())
         .merge(wayline_file::router())
         .merge(wayline_job::router())
         .route_layer(from_fn(workspace_guard))

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use hangar::export::{export, Filter, Format};
 use hangar::Components;
 use serde_json::{json, Value};
+use shared::es::StoredEvent;
 
 use crate::helpers::*;
 
@@ -29,19 +30,20 @@ fn duckdb(args: &[&str]) -> Value {
 
 /// Every event in the table matching `keep`, by position, in the shape `export_read.py read` prints.
 async fn table(app: &TestApp, keep: impl Fn(&str, DateTime<Utc>) -> bool) -> Vec<Value> {
-    let rows: Vec<(i64, DateTime<Utc>, String, String, i64, String, String, Value, Value)> = sqlx::query_as(
-        "SELECT global_position, recorded_at, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                payload, metadata FROM events ORDER BY global_position",
+    let rows: Vec<StoredEvent> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+                global_position, recorded_at FROM events ORDER BY global_position",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
     rows.into_iter()
-        .filter(|r| keep(&r.2, r.1))
-        .map(|(position, at, t, id, seq, et, ev, payload, metadata)| {
-            json!({"global_position": position, "recorded_us": at.timestamp_micros(), "aggregate_type": t,
-                   "aggregate_id": id, "sequence": seq, "event_type": et, "event_version": ev,
-                   "payload": payload, "metadata": metadata})
+        .filter(|e| keep(&e.aggregate_type, e.recorded_at))
+        .map(|e| {
+            json!({"global_position": e.global_position, "recorded_us": e.recorded_at.timestamp_micros(),
+                   "aggregate_type": e.aggregate_type, "aggregate_id": e.aggregate_id, "sequence": e.sequence,
+                   "event_type": e.event_type, "event_version": e.event_version, "payload": e.payload,
+                   "metadata": e.metadata})
         })
         .collect()
 }

@@ -9,6 +9,7 @@ mod durability;
 mod event_store;
 mod export;
 mod helpers;
+mod history;
 mod media;
 mod readiness;
 mod replay;
