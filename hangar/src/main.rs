@@ -70,6 +70,30 @@ enum Cmd {
         #[arg(long)]
         to: Option<DateTime<Utc>>,
     },
+    /// Write the devices' osd and state messages of a time range from the TELEMETRY stream (kept
+    /// HANGAR_TELEMETRY_RETENTION_SECS) to a Parquet or JSON Lines file, with progress on stderr.
+    ExportTelemetry {
+        #[command(flatten)]
+        config: Config,
+        /// File format: parquet (payload as JSON text) or jsonl.
+        #[arg(long, value_enum, default_value = "parquet")]
+        format: export::Format,
+        /// File to write, or `-` for stdout. A file appears under its name only once complete.
+        #[arg(long)]
+        output: PathBuf,
+        /// Only this device's messages.
+        #[arg(long)]
+        sn: Option<String>,
+        /// Only `osd` or only `state` messages.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only messages stored at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        /// Only messages stored at or before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+    },
     /// Print an aggregate's state as of a past time or sequence as JSON, folded from its events.
     StateAt {
         #[command(flatten)]
@@ -137,22 +161,13 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Export { config, format, output, aggregate_type, from, to } => {
             let pool = shared::db::connect(&config.database_url, 2).await?;
             let filter = export::Filter { from, to, aggregate_types: aggregate_type };
-            let report = |p: &export::Progress| eprintln!("{p}");
-            if output.as_os_str() == "-" {
-                let out = BufWriter::with_capacity(1 << 20, std::io::stdout());
-                export::export(&pool, &filter, format, out, report).await?;
-            } else {
-                // written under a temporary name, so a file by the asked name is always complete
-                let mut partial = output.clone().into_os_string();
-                partial.push(".partial");
-                let file = std::fs::File::create(&partial).with_context(|| format!("creating {partial:?}"))?;
-                export::export(&pool, &filter, format, BufWriter::with_capacity(1 << 20, file), report).await?;
-                std::fs::rename(&partial, &output).with_context(|| format!("renaming {partial:?}"))?;
-            }
-            if let Some(peak) = export::peak_rss_bytes() {
-                eprintln!("export: peak memory {} KiB", peak / 1024);
-            }
-            Ok(())
+            write_export(&output, |out| export::export(&pool, &filter, format, out, report)).await
+        }
+        Cmd::ExportTelemetry { config, format, output, sn, kind, from, to } => {
+            let js = async_nats::jetstream::new(shared::nats::connect(&config).await?);
+            let names = shared::nats::Names::new(&config.nats_prefix);
+            let filter = export::telemetry::Filter { from, to, sn, kind };
+            write_export(&output, |out| export::telemetry::export(&js, &names, &filter, format, out, report)).await
         }
         Cmd::StateAt { config, aggregate_type, id, at, sequence } => {
             let pool = shared::db::connect(&config.database_url, 2).await?;
@@ -197,4 +212,31 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Progress of an export, on stderr.
+fn report(p: &export::Progress) {
+    eprintln!("{p}");
+}
+
+/// Runs an export into `output` (`-`: stdout), then tells its peak memory. A file is written under
+/// a temporary name and renamed once complete, so a file by the asked name is always whole.
+async fn write_export<F, Fut>(output: &std::path::Path, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(BufWriter<Box<dyn Write + Send>>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    if output.as_os_str() == "-" {
+        run(BufWriter::with_capacity(1 << 20, Box::new(std::io::stdout()))).await?;
+    } else {
+        let mut partial = output.as_os_str().to_owned();
+        partial.push(".partial");
+        let file = std::fs::File::create(&partial).with_context(|| format!("creating {partial:?}"))?;
+        run(BufWriter::with_capacity(1 << 20, Box::new(file))).await?;
+        std::fs::rename(&partial, output).with_context(|| format!("renaming {partial:?}"))?;
+    }
+    if let Some(peak) = export::peak_rss_bytes() {
+        eprintln!("export: peak memory {} KiB", peak / 1024);
+    }
+    Ok(())
 }

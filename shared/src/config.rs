@@ -41,6 +41,12 @@ pub struct Config {
     #[arg(long, env = "HANGAR_NATS_STREAM_REPLICAS", default_value_t = 1)]
     pub nats_stream_replicas: usize,
 
+    /// How long the TELEMETRY stream keeps the devices' osd and state messages, in seconds (default
+    /// 3600, at least 60): how far back `hangar export-telemetry` reaches. Applied to an existing
+    /// stream at start-up.
+    #[arg(long, env = "HANGAR_TELEMETRY_RETENTION_SECS", default_value_t = 3600)]
+    pub telemetry_retention_secs: u64,
+
     /// MQTT broker the bridge connects to.
     #[arg(long, env = "HANGAR_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub mqtt_url: String,

@@ -159,10 +159,12 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names, config: &Con
     .with_context(|| format!("creating stream {}", names.es_stream()))?;
 
     // Device traffic is kept a week: long enough to replay an incident or a missed reply, short
-    // enough that a chatty fleet does not fill the disk. Telemetry is only a live feed and the
-    // latest state, so an hour is plenty and old messages make room for new ones.
+    // enough that a chatty fleet does not fill the disk. Telemetry is a live feed, the latest state
+    // and whatever history analysts want exported: configured (an hour by default), old messages
+    // make room for new ones.
     const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
-    const HOUR: Duration = Duration::from_secs(3600);
+    // (at least a minute: a max_age of 0 would mean forever to JetStream)
+    let telemetry_age = Duration::from_secs(config.telemetry_retention_secs.max(60));
     let dedup = Duration::from_secs(config.dedup_window_secs);
     let device_streams = [
         (
@@ -190,18 +192,29 @@ pub async fn ensure_streams(js: &jetstream::Context, names: &Names, config: &Con
     }
     js.get_or_create_stream(stream::Config {
         name: names.telemetry_stream(),
-        description: Some("Device osd and state messages (raw, with MQTT topic), kept an hour".into()),
+        description: Some("Device osd and state messages (raw, with MQTT topic)".into()),
         subjects: vec![names.telemetry_filter(None)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        max_age: HOUR,
-        duplicate_window: dedup.min(HOUR),
+        max_age: telemetry_age,
+        duplicate_window: dedup.min(telemetry_age),
         discard: stream::DiscardPolicy::Old,
         num_replicas: config.nats_stream_replicas,
         ..Default::default()
     })
     .await
     .with_context(|| format!("creating stream {}", names.telemetry_stream()))?;
+    // the retention is configuration: a changed setting applies to the existing stream too
+    let existing =
+        js.get_stream(names.telemetry_stream()).await.context("telemetry stream")?.cached_info().config.clone();
+    if existing.max_age != telemetry_age {
+        let updated = stream::Config {
+            max_age: telemetry_age,
+            duplicate_window: existing.duplicate_window.min(telemetry_age),
+            ..existing
+        };
+        js.update_stream(updated).await.with_context(|| format!("updating stream {}", names.telemetry_stream()))?;
+    }
     Ok(())
 }
 

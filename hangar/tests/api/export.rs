@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hangar::export::telemetry::Filter as TmFilter;
 use hangar::export::{export, Filter, Format};
 use hangar::Components;
 use serde_json::{json, Value};
@@ -249,5 +250,108 @@ async fn export_memory_stays_flat_as_the_history_grows() {
         assert!(delta_mib < 32, "{format}: peak {small} KiB -> {large} KiB while the history grew {grown_mib} MiB");
     }
     let _ = std::fs::remove_dir_all(&dir);
+    app.stop().await;
+}
+
+/// A telemetry export with `filter`, read back with DuckDB; payloads parsed.
+async fn telemetry_exported(app: &TestApp, filter: &TmFilter, format: Format) -> Vec<Value> {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("{}-tm-{}.{format:?}", app.config.nats_prefix, uuid::Uuid::new_v4().simple()));
+    let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let n = hangar::export::telemetry::export(&app.js, &app.names, filter, format, file, |_| {}).await.unwrap();
+    let kind = if format == Format::Parquet { "parquet" } else { "jsonl" };
+    let Value::Array(mut rows) = duckdb(&["telemetry", path.to_str().unwrap(), kind]) else { panic!("not a list") };
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(rows.len() as u64, n);
+    for r in &mut rows {
+        r["payload"] = serde_json::from_str(r["payload"].as_str().unwrap()).unwrap();
+    }
+    rows
+}
+
+#[tokio::test]
+async fn telemetry_export_holds_each_message_of_the_range_once_in_stream_order_and_retention_is_configuration() {
+    let mut config = test_config();
+    config.telemetry_retention_secs = 7200;
+    let app = TestApp::spawn_with(config.clone(), Components { api: true, projectors: false, bridge: false }).await;
+    let max_age = || async {
+        let mut s = app.js.get_stream(app.names.telemetry_stream()).await.unwrap();
+        s.info().await.unwrap().config.max_age
+    };
+    assert_eq!(max_age().await, Duration::from_secs(7200));
+
+    // osd and state of two devices, as the bridge stores them (one pretty-printed, as some firmware sends)
+    let mut expected = Vec::new();
+    let mut mid = None;
+    for i in 0..6i64 {
+        if i == 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            mid = Some(Utc::now());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let sn = if i % 2 == 0 { "TM-A.1" } else { "TM-B" };
+        let kind = if i == 4 { "state" } else { "osd" };
+        let body =
+            json!({"tid": format!("t{i}"), "timestamp": i, "gateway": sn, "data": {"height": i, "note": "a\nb"}});
+        let text = if i == 1 { serde_json::to_string_pretty(&body).unwrap() } else { body.to_string() };
+        let topic = format!("thing/product/{sn}/{kind}");
+        let received = Utc::now();
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(shared::protocol::H_MQTT_TOPIC, topic.as_str());
+        h.insert(
+            shared::protocol::H_RECEIVED_AT,
+            received.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str(),
+        );
+        let subject = app.names.telemetry_subject(sn, kind);
+        app.js.publish_with_headers(subject, h, text.into()).await.unwrap().await.unwrap();
+        expected.push(json!({"stream_sequence": i + 1, "received_us": received.timestamp_micros(), "sn": sn,
+                             "kind": kind, "mqtt_topic": topic, "payload": body}));
+    }
+    let mid = mid.unwrap();
+    let strip = |rows: Vec<Value>| -> Vec<Value> {
+        rows.into_iter()
+            .map(|mut r| {
+                assert!(r["stored_us"].as_i64().unwrap() >= r["received_us"].as_i64().unwrap(), "{r}");
+                r.as_object_mut().unwrap().remove("stored_us");
+                r
+            })
+            .collect()
+    };
+    for format in [Format::Parquet, Format::Jsonl] {
+        let all = strip(telemetry_exported(&app, &TmFilter::default(), format).await);
+        assert_eq!(all, expected, "{format:?}: every message once, in stream order, every field");
+    }
+    let pick = |keep: &dyn Fn(usize) -> bool| -> Vec<Value> {
+        expected.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, v)| v.clone()).collect()
+    };
+    let after = TmFilter { from: Some(mid), ..Default::default() };
+    assert_eq!(strip(telemetry_exported(&app, &after, Format::Parquet).await), pick(&|i| i >= 3));
+    let before = TmFilter { to: Some(mid), ..Default::default() };
+    assert_eq!(strip(telemetry_exported(&app, &before, Format::Jsonl).await), pick(&|i| i < 3));
+    let one = TmFilter { sn: Some("TM-A.1".into()), ..Default::default() };
+    assert_eq!(strip(telemetry_exported(&app, &one, Format::Parquet).await), pick(&|i| i % 2 == 0));
+    let state = TmFilter { kind: Some("state".into()), from: Some(mid), ..Default::default() };
+    assert_eq!(strip(telemetry_exported(&app, &state, Format::Parquet).await), pick(&|i| i == 4));
+
+    // the command analysts run
+    let path = std::env::temp_dir().join(format!("{}-tm.jsonl", app.config.nats_prefix));
+    let out = Command::new(env!("CARGO_BIN_EXE_hangar"))
+        .args(["export-telemetry", "--format", "jsonl", "--sn", "TM-B", "--output", path.to_str().unwrap()])
+        .env("HANGAR_NATS_PREFIX", &app.config.nats_prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("export: 3 messages"));
+    let lines: Vec<Value> =
+        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(lines.iter().map(|l| l["stream_sequence"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 4, 6]);
+    assert_eq!(lines[0]["payload"], expected[1]["payload"], "a pretty-printed message is one line of the same JSON");
+
+    // a changed setting applies to the existing stream at the next start
+    config.telemetry_retention_secs = 600;
+    shared::nats::ensure_streams(&app.js, &app.names, &config).await.unwrap();
+    assert_eq!(max_age().await, Duration::from_secs(600));
     app.stop().await;
 }

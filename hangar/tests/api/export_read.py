@@ -3,6 +3,7 @@
 installed by scripts/test-deps.sh), which shares no code with Hangar.
 
   export_read.py read FILE parquet|jsonl   the rows as DuckDB reads them, in file order: one JSON array
+  export_read.py telemetry FILE parquet|jsonl   the same for a telemetry export
   export_read.py schema FILE               the Parquet file's columns and their DuckDB types
   export_read.py summary FILE              a Parquet file's row count, distinct positions, and whether
                                            positions rise strictly in file order
@@ -56,6 +57,32 @@ def read(path, fmt):
     print(json.dumps([dict(zip(names, r)) for r in rows]))
 
 
+TELEMETRY_COLUMNS = (
+    "stream_sequence, epoch_us(stored_at) AS stored_us, epoch_us(received_at) AS received_us, sn, kind, "
+    "mqtt_topic, payload::VARCHAR AS payload"
+)
+TELEMETRY_TYPES = {
+    "stream_sequence": "BIGINT",
+    "stored_at": "TIMESTAMPTZ",
+    "received_at": "TIMESTAMPTZ",
+    "sn": "VARCHAR",
+    "kind": "VARCHAR",
+    "mqtt_topic": "VARCHAR",
+    "payload": "JSON",
+}
+
+
+def telemetry(path, fmt):
+    con = connect()
+    if fmt == "parquet":
+        src = "read_parquet(?, file_row_number = true) ORDER BY file_row_number"
+    else:
+        src = f"read_json(?, format = 'newline_delimited', columns = {TELEMETRY_TYPES!r})"
+    rows = con.execute(f"SELECT {TELEMETRY_COLUMNS} FROM {src}", [path]).fetchall()
+    names = ["stream_sequence", "stored_us", "received_us", "sn", "kind", "mqtt_topic", "payload"]
+    print(json.dumps([dict(zip(names, r)) for r in rows]))
+
+
 def schema(path):
     con = connect()
     rows = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()
@@ -86,6 +113,8 @@ if __name__ == "__main__":
     what = sys.argv[1]
     if what == "read":
         read(sys.argv[2], sys.argv[3])
+    elif what == "telemetry":
+        telemetry(sys.argv[2], sys.argv[3])
     elif what == "schema":
         schema(sys.argv[2])
     elif what == "summary":
