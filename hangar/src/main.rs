@@ -232,7 +232,10 @@ where
         let mut partial = output.as_os_str().to_owned();
         partial.push(".partial");
         let file = std::fs::File::create(&partial).with_context(|| format!("creating {partial:?}"))?;
-        run(BufWriter::with_capacity(1 << 20, Box::new(file))).await?;
+        if let Err(e) = run(BufWriter::with_capacity(1 << 20, Box::new(file))).await {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
         std::fs::rename(&partial, output).with_context(|| format!("renaming {partial:?}"))?;
     }
     if let Some(peak) = export::peak_rss_bytes() {
