@@ -240,16 +240,12 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
-    pub(crate) fn new(config: &Config, url: &crate::mqtt::BrokerUrl) -> Self {
+    /// The connection of one session slot, under `client_id` (see [`crate::slots`]).
+    pub(crate) fn new(config: &Config, url: &crate::mqtt::BrokerUrl, client_id: &str) -> Self {
         let credentials = (!config.mqtt_username.is_empty())
             .then_some((config.mqtt_username.as_str(), config.mqtt_password.as_str()));
-        let mut options = crate::mqtt::options(
-            url,
-            &config.mqtt_client_id,
-            Duration::from_secs(config.mqtt_keep_alive_secs),
-            false,
-            credentials,
-        );
+        let mut options =
+            crate::mqtt::options(url, client_id, Duration::from_secs(config.mqtt_keep_alive_secs), false, credentials);
         options.set_manual_acks(true);
         let (client, eventloop) = crate::mqtt::client(options, usize::from(u16::MAX) + CHANNEL);
         Self { client, eventloop, generation: Arc::new(Mutex::new(0)) }

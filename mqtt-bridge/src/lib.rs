@@ -13,26 +13,27 @@
 //! side redelivers what the bridge did not confirm, and JetStream's duplicate window (keyed on
 //! `<topic>/<tid>`) absorbs MQTT redeliveries.
 //!
-//! Replicas share the device traffic through one MQTT shared-subscription group, each under its
-//! own stable client id. Mosquitto 2.0 keeps handing a member its round-robin share while it is
-//! offline (queued in its session): a replica that restarts gets its backlog back, but one removed
-//! for good strands its queue, so scale down only a drained replica (or clear its session).
+//! Replicas share the device traffic through one MQTT shared-subscription group of a fixed
+//! number of persistent sessions, the slots (`HANGAR_MQTT_SLOTS`); each replica runs the slots it
+//! holds a lease on in NATS, and the slots of a replica that is gone are taken over by the others
+//! within seconds, with everything the broker queued for them (see [`slots`]).
 //!
 //! - [`topic`]: the DJI topics: subscriptions, what a topic says about device and kind.
-//! - `mqtt`: broker URL, client options, reconnect backoff.
-//! - `inbound`: MQTT → JetStream (event-loop task and publishing worker).
+//! - [`slots`]: which replica runs which slot's session: leases, balance, takeover.
+//! - `inbound`: MQTT → JetStream for one slot (event-loop task and publishing worker).
 //! - `outbound`: JetStream → MQTT (pull consumer and its own MQTT connection).
 //! - [`mqtt`]: broker URLs, client options (TCP_NODELAY on), reconnect backoff.
 //! - [`sim`]: a fleet of simulated docks for tests, demos and benchmarks (binary `dock-sim`).
 //!
 //! Metrics: `hangar_bridge_inbound_total{kind}`, `hangar_bridge_outbound_total`,
-//! `hangar_bridge_jetstream_errors_total`, `hangar_bridge_connected{link}` (1 while the inbound or
-//! outbound connection is up).
+//! `hangar_bridge_jetstream_errors_total`, `hangar_bridge_connected{link}` (1 while an inbound
+//! (slot) or the outbound connection is up).
 
 mod inbound;
 pub mod mqtt;
 mod outbound;
 pub mod sim;
+pub mod slots;
 pub mod topic;
 
 use std::time::Duration;
@@ -88,19 +89,9 @@ impl Bridge {
         }
 
         let filters = topic::subscriptions(&config.mqtt_share_group, &config.mqtt_extra_subscriptions);
-        let inbound = inbound::Inbound::new(&config, &url);
-        let acker = inbound::Acker::new(inbound.client.clone(), inbound.generation.clone());
-        let (tx, rx) = mpsc::channel(inbound::CHANNEL);
-        tasks.spawn(inbound::mqtt_loop(
-            inbound.eventloop,
-            inbound.client,
-            inbound.generation,
-            tx,
-            filters,
-            subscribed_tx,
-            stop.clone(),
-        ));
-        tasks.spawn(inbound::worker(js.clone(), names.clone(), config.clone(), rx, acker, stop.clone()));
+        let links =
+            slots::Links { config: config.clone(), url: url.clone(), js: js.clone(), names: names.clone(), filters };
+        tasks.spawn(slots::run(links, subscribed_tx, stop.clone()));
 
         let outbound = outbound::Outbound::new(&config, &url);
         let (ids_tx, ids_rx) = mpsc::unbounded_channel();
@@ -109,7 +100,12 @@ impl Bridge {
         tasks.spawn(outbound::mqtt_loop(outbound.eventloop, ids_rx, outcomes_tx, link_tx, stop.clone()));
         tasks.spawn(outbound::feeder(js, names, outbound.client, ids_tx, outcomes_rx, link_rx, stop.clone()));
 
-        tracing::info!(broker = %config.mqtt_url, client_id = %config.mqtt_client_id, "mqtt-bridge started");
+        tracing::info!(
+            broker = %config.mqtt_url,
+            client_id = %config.mqtt_client_id,
+            slots = config.mqtt_slots,
+            "mqtt-bridge started"
+        );
         Ok(Self { tasks, subscribed, stop, nats })
     }
 

@@ -63,7 +63,8 @@ where
         let _ = env.js.delete_stream(&s).await;
     }
     // The bridge's persistent session would otherwise keep queueing every device topic forever.
-    forget_session(&env.config.mqtt_client_id).await;
+    forget_session(&mqtt_bridge::slots::client_id(&env.config.mqtt_share_group, 0)).await;
+    let _ = env.js.delete_key_value(mqtt_bridge::slots::bucket(&env.config.nats_prefix)).await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -598,7 +599,8 @@ async fn a_bridge_that_loses_its_connection_resumes_without_loss_or_duplicates()
                 }
                 // Same client id, persistent session, never acks: the broker moves the session to it
                 // and back to the bridge when the bridge reconnects.
-                let mut options = MqttOptions::new(env.config.mqtt_client_id.clone(), "127.0.0.1", 1883);
+                let session = mqtt_bridge::slots::client_id(&env.config.mqtt_share_group, 0);
+                let mut options = MqttOptions::new(session, "127.0.0.1", 1883);
                 options.set_clean_session(false);
                 options.set_manual_acks(true);
                 let (client, mut eventloop) = AsyncClient::new(options, 10);

@@ -185,12 +185,23 @@ pub struct Config {
     #[arg(long, env = "HANGAR_APP_LICENSE", default_value = "", hide_default_value = true)]
     pub app_license: String,
 
-    /// MQTT client id of mqtt-bridge (default `hangar-bridge`). The broker keeps the bridge's
-    /// session, and queues device messages while it is away, under this id: keep it stable across
-    /// restarts and unique per replica (a StatefulSet pod name). Commands to devices go out on a
-    /// second connection, `<id>-out`.
+    /// Name of this mqtt-bridge replica (default `hangar-bridge`): keep it stable across restarts
+    /// and unique per replica (a StatefulSet pod name). It names the slot leases the replica holds
+    /// (so a restarted replica takes its slots back at once) and its connection for commands to
+    /// devices, `<id>-out`. Device messages arrive on the slots' connections instead (see
+    /// `HANGAR_MQTT_SLOTS`).
     #[arg(long, env = "HANGAR_MQTT_CLIENT_ID", default_value = "hangar-bridge")]
     pub mqtt_client_id: String,
+
+    /// Number of session slots mqtt-bridge replicas share the device traffic through (default 1).
+    /// Slot `i` is one persistent MQTT session, `<share group>-slot-<i>`, in the shared
+    /// subscription; each replica holds some slots through leases in NATS, and the slots of a
+    /// replica that is gone are taken over by the others within seconds, with what the broker
+    /// queued for them. Set it to at least the largest replica count (e.g. 4): a replica beyond
+    /// the slot count holds none and only sends commands. Changing it later leaves the sessions of
+    /// removed slots on the broker: clear them (a clean-session connect under their id).
+    #[arg(long, env = "HANGAR_MQTT_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub mqtt_slots: u16,
 
     /// Shared-subscription group of mqtt-bridge (default `hangar`): replicas in one group split the
     /// device traffic instead of each receiving all of it.

@@ -83,6 +83,7 @@ impl TestApp {
         ] {
             let _ = self.js.delete_stream(stream).await;
         }
+        let _ = self.js.delete_key_value(mqtt_bridge::slots::bucket(&self.config.nats_prefix)).await;
         if let Ok(admin) = shared::db::connect("postgres://postgres@127.0.0.1:5432/postgres", 1).await {
             let db = self.config.nats_prefix.clone();
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).execute(&admin).await;

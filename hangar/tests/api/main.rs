@@ -3,6 +3,7 @@
 //! clients drive it. Each test has its own database, NATS prefix and storage folder.
 
 mod auth;
+mod bridge_replicas;
 mod commands;
 mod devices;
 mod durability;
