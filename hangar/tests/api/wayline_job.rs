@@ -315,6 +315,7 @@ fn only_job(f: &Fleet, dock: &str) -> String {
 }
 
 #[tokio::test]
+#[ignore = "its dock's requests (storage_config_get, flighttask_resource_get) are answered by every Hangar on the broker; scripts/test runs it alone after the other tests"]
 async fn an_immediate_job_flies_to_success_and_its_media_join_the_library_and_its_counts() {
     let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
     let (token, f, dock, file_id, _) = setup(&app).await;
@@ -376,6 +377,7 @@ async fn an_immediate_job_flies_to_success_and_its_media_join_the_library_and_it
 }
 
 #[tokio::test]
+#[ignore = "its dock's requests (storage_config_get, flighttask_resource_get) are answered by every Hangar on the broker; scripts/test runs it alone after the other tests"]
 async fn a_conditional_job_executes_when_the_dock_says_it_is_ready_with_a_fresh_file_link() {
     let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
     let (token, f, dock, file_id, _) = setup_with(&app, |c| c.resource_get = ResourceGet::Always).await;
