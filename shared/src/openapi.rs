@@ -74,3 +74,34 @@ pub fn operations(doc: &Value) -> BTreeSet<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa_axum::{router::OpenApiRouter, routes};
+
+    use super::*;
+
+    #[utoipa::path(get, path = "/objects/{*key}", tag = "T", summary = "an object", params(("key" = String, Path)))]
+    async fn object() {}
+
+    #[utoipa::path(delete, path = "/objects/{*key}", tag = "T", summary = "forget it", security(()))]
+    async fn forget() {}
+
+    #[test]
+    fn a_catch_all_reads_as_an_openapi_parameter_and_every_operation_answers_the_envelope() {
+        let (_, doc) = OpenApiRouter::<()>::new().routes(routes!(object, forget)).split_for_parts();
+        let doc = document(doc);
+        let ops = operations(&doc);
+        assert_eq!(
+            ops.into_iter().collect::<Vec<_>>(),
+            [("DELETE".to_string(), "/objects/{key}".to_string()), ("GET".into(), "/objects/{key}".into())]
+        );
+        let get = &doc["paths"]["/objects/{key}"]["get"];
+        assert_eq!(
+            get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Envelope"
+        );
+        assert_eq!(doc["components"]["securitySchemes"]["x-auth-token"]["in"], "header");
+        assert_eq!(doc["paths"]["/objects/{key}"]["delete"]["security"], json!([{}]));
+    }
+}

@@ -143,6 +143,8 @@ async fn the_document_names_exactly_the_registered_routes() {
                 continue;
             }
             let text = std::fs::read_to_string(&file).unwrap();
+            // unit tests build routers of their own
+            let text = text.split("#[cfg(test)]").next().unwrap();
             for call in [".route(", ".route_service(", ".nest(", ".nest_service(", ".fallback_service("] {
                 if text.contains(call) {
                     bypasses.push(format!("{} calls {call}", file.display()));
