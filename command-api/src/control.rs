@@ -5,8 +5,6 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{post, put};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use shared::auth::{Auth, Claims};
@@ -18,32 +16,21 @@ use shared::{ApiError, ApiResult};
 
 use crate::device_service::{self, Call};
 use crate::AppState;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-/// The PUT shortcuts of `extensions.md` and the dock method each sends.
-const SHORTCUTS: &[(&str, &str)] = &[
-    ("cover/open", "cover_open"),
-    ("cover/close", "cover_close"),
-    ("cover/force-close", "cover_force_close"),
-    ("debug-mode/open", "debug_mode_open"),
-    ("debug-mode/close", "debug_mode_close"),
-];
-
-pub fn router() -> Router<AppState> {
-    let base = "/control/api/v1/devices/{sn}";
-    let mut r = Router::new()
-        .route(&format!("{base}/jobs/{{service_identifier}}"), post(remote_debug))
-        .route(&format!("{base}/jobs/fly-to-point"), post(fly_to_point).delete(fly_to_point_stop))
-        .route(&format!("{base}/jobs/takeoff-to-point"), post(takeoff_to_point))
-        .route(&format!("{base}/authority/flight"), post(flight_authority))
-        .route(&format!("{base}/authority/payload"), post(payload_authority))
-        .route(&format!("{base}/payload/commands"), post(payload_command));
-    for (path, method) in SHORTCUTS {
-        r = r.route(
-            &format!("{base}/{path}"),
-            put(move |s: State<AppState>, a: Auth, p: Path<String>| shortcut(s, a, p, method)),
-        );
-    }
-    r
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(remote_debug))
+        .routes(routes!(fly_to_point, fly_to_point_stop))
+        .routes(routes!(takeoff_to_point))
+        .routes(routes!(flight_authority))
+        .routes(routes!(payload_authority))
+        .routes(routes!(payload_command))
+        .routes(routes!(cover_open))
+        .routes(routes!(cover_close))
+        .routes(routes!(cover_force_close))
+        .routes(routes!(debug_mode_open))
+        .routes(routes!(debug_mode_close))
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -102,6 +89,13 @@ pub struct ActionBody {
 /// `action`. Whether the dock is in a state to do it is the dock's to say (its result code is the
 /// answer), so a stale view of its state never refuses a command it would take.
 #[tracing::instrument(skip_all, fields(sn = %sn, method = %method))]
+#[utoipa::path(
+    post,
+    path = "/control/api/v1/devices/{sn}/jobs/{service_identifier}",
+    tag = "DockController",
+    summary = "创建远程调试任务。",
+    params(("sn" = String, Path), ("service_identifier" = String, Path)),
+)]
 pub async fn remote_debug(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -131,6 +125,65 @@ async fn shortcut(
     Ok(ok_empty())
 }
 
+// The PUT shortcuts of `extensions.md`, each sending the dock method of its name: one function per
+// route (rather than a table of closures) so that each is registered and documented by its own
+// `#[utoipa::path]`.
+
+#[utoipa::path(
+    put,
+    path = "/control/api/v1/devices/{sn}/cover/open",
+    tag = "DockController",
+    summary = "coverOpen",
+    params(("sn" = String, Path)),
+)]
+pub async fn cover_open(s: State<AppState>, a: Auth, p: Path<String>) -> ApiResult<Response> {
+    shortcut(s, a, p, "cover_open").await
+}
+
+#[utoipa::path(
+    put,
+    path = "/control/api/v1/devices/{sn}/cover/close",
+    tag = "DockController",
+    summary = "关闭舱盖",
+    params(("sn" = String, Path)),
+)]
+pub async fn cover_close(s: State<AppState>, a: Auth, p: Path<String>) -> ApiResult<Response> {
+    shortcut(s, a, p, "cover_close").await
+}
+
+#[utoipa::path(
+    put,
+    path = "/control/api/v1/devices/{sn}/cover/force-close",
+    tag = "DockController",
+    summary = "coverForceClose",
+    params(("sn" = String, Path)),
+)]
+pub async fn cover_force_close(s: State<AppState>, a: Auth, p: Path<String>) -> ApiResult<Response> {
+    shortcut(s, a, p, "cover_force_close").await
+}
+
+#[utoipa::path(
+    put,
+    path = "/control/api/v1/devices/{sn}/debug-mode/open",
+    tag = "DockController",
+    summary = "debugModeOpen",
+    params(("sn" = String, Path)),
+)]
+pub async fn debug_mode_open(s: State<AppState>, a: Auth, p: Path<String>) -> ApiResult<Response> {
+    shortcut(s, a, p, "debug_mode_open").await
+}
+
+#[utoipa::path(
+    put,
+    path = "/control/api/v1/devices/{sn}/debug-mode/close",
+    tag = "DockController",
+    summary = "debugModeClose",
+    params(("sn" = String, Path)),
+)]
+pub async fn debug_mode_close(s: State<AppState>, a: Auth, p: Path<String>) -> ApiResult<Response> {
+    shortcut(s, a, p, "debug_mode_close").await
+}
+
 /// Checks the gateway once and grabs flight authority for the dock unless it already has it
 /// (`control_source` "A"); the caller's next command may then use [`send_checked`].
 async fn ensure_flight_authority(s: &AppState, claims: &Claims, sn: &str) -> ApiResult<()> {
@@ -142,6 +195,13 @@ async fn ensure_flight_authority(s: &AppState, claims: &Claims, sn: &str) -> Api
 }
 
 /// `POST …/jobs/fly-to-point`: `{max_speed 1..15, points: [{latitude, longitude, height 2..10000}]}`.
+#[utoipa::path(
+    post,
+    path = "/control/api/v1/devices/{sn}/jobs/fly-to-point",
+    tag = "DockController",
+    summary = "飞向指定点位。",
+    params(("sn" = String, Path)),
+)]
 pub async fn fly_to_point(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -167,6 +227,13 @@ pub async fn fly_to_point(
 }
 
 /// `DELETE …/jobs/fly-to-point`.
+#[utoipa::path(
+    delete,
+    path = "/control/api/v1/devices/{sn}/jobs/fly-to-point",
+    tag = "DockController",
+    summary = "停止飞向点位任务。",
+    params(("sn" = String, Path)),
+)]
 pub async fn fly_to_point_stop(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -177,6 +244,13 @@ pub async fn fly_to_point_stop(
 }
 
 /// `POST …/jobs/takeoff-to-point` (reference §6.4).
+#[utoipa::path(
+    post,
+    path = "/control/api/v1/devices/{sn}/jobs/takeoff-to-point",
+    tag = "DockController",
+    summary = "从指定点位起飞。",
+    params(("sn" = String, Path)),
+)]
 pub async fn takeoff_to_point(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -214,6 +288,13 @@ pub async fn takeoff_to_point(
 }
 
 /// `POST …/authority/flight`: `flight_authority_grab`, unless the dock already controls the flight.
+#[utoipa::path(
+    post,
+    path = "/control/api/v1/devices/{sn}/authority/flight",
+    tag = "DockController",
+    summary = "夺取飞行控制权限。",
+    params(("sn" = String, Path)),
+)]
 pub async fn flight_authority(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -231,6 +312,13 @@ fn valid_payload_index(p: &str) -> bool {
 
 /// `POST …/authority/payload` `{payload_index}`: `payload_authority_grab`, unless the dock already
 /// controls that payload.
+#[utoipa::path(
+    post,
+    path = "/control/api/v1/devices/{sn}/authority/payload",
+    tag = "DockController",
+    summary = "夺取负载设备控制权限。",
+    params(("sn" = String, Path)),
+)]
 pub async fn payload_authority(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -303,6 +391,13 @@ pub fn payload_data(cmd: &str, body: &Map<String, Value>) -> ApiResult<Value> {
 }
 
 /// `POST …/payload/commands` `{cmd, data}`.
+#[utoipa::path(
+    post,
+    path = "/control/api/v1/devices/{sn}/payload/commands",
+    tag = "DockController",
+    summary = "发送负载设备命令。",
+    params(("sn" = String, Path)),
+)]
 pub async fn payload_command(
     State(s): State<AppState>,
     Auth(claims): Auth,

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{delete, post, put};
-use axum::Router;
 use cqrs_es::AggregateError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -18,6 +16,7 @@ use shared::http::DjiJson;
 use shared::protocol::services::property_messages;
 use shared::protocol::{as_i64, codes};
 use shared::{ApiError, ApiResult};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::device_service::{self, Call};
 use crate::{command_error, AppState};
@@ -30,18 +29,25 @@ pub struct BindBody {
     nickname: Option<String>,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/manage/api/v1/devices/{device_sn}/binding", post(bind))
-        .route("/manage/api/v1/devices/{device_sn}/unbinding", delete(unbind))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", put(update))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property", put(property_set))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", put(hms_read))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(bind))
+        .routes(routes!(unbind))
+        .routes(routes!(update))
+        .routes(routes!(property_set))
+        .routes(routes!(hms_read))
 }
 
 /// `POST /manage/api/v1/devices/{device_sn}/binding`: binds an online device to the caller's
 /// workspace (the body's `workspace_id`, when given, must be that workspace).
 #[tracing::instrument(skip_all, fields(sn = %sn))]
+#[utoipa::path(
+    post,
+    path = "/manage/api/v1/devices/{device_sn}/binding",
+    tag = "DeviceController",
+    summary = "将设备绑定到工作空间后,设备数据只能在 Web 上看到。",
+    params(("device_sn" = String, Path)),
+)]
 pub async fn bind(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -82,6 +88,13 @@ pub async fn bind(
 const BIND_WAIT: Duration = Duration::from_secs(3);
 
 /// `DELETE /manage/api/v1/devices/{device_sn}/unbinding`.
+#[utoipa::path(
+    delete,
+    path = "/manage/api/v1/devices/{device_sn}/unbinding",
+    tag = "DeviceController",
+    summary = "移除设备的绑定状态。",
+    params(("device_sn" = String, Path)),
+)]
 pub async fn unbind(State(s): State<AppState>, Auth(claims): Auth, Path(sn): Path<String>) -> ApiResult<Response> {
     let cmd = DeviceCommand::Unbind { workspace_id: claims.workspace_id.clone() };
     execute(&s.devices, &sn, cmd, metadata(&claims.username, &claims.workspace_id, "http"))
@@ -98,6 +111,13 @@ pub struct UpdateBody {
 }
 
 /// `PUT /manage/api/v1/devices/{workspace_id}/devices/{device_sn}` (the web client sends `nickname`).
+#[utoipa::path(
+    put,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/{device_sn}",
+    tag = "DeviceController",
+    summary = "更新设备信息。",
+    params(("workspace_id" = String, Path), ("device_sn" = String, Path)),
+)]
 pub async fn update(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -114,6 +134,13 @@ pub async fn update(
 }
 
 /// `PUT /manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}`: every unread alert is read.
+#[utoipa::path(
+    put,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}",
+    tag = "DeviceHmsController",
+    summary = "Update unread hms messages to read status.",
+    params(("workspace_id" = String, Path), ("device_sn" = String, Path)),
+)]
 pub async fn hms_read(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -148,6 +175,13 @@ fn check_property(key: &str, value: &Value) -> bool {
 /// sent as MQTT `property/set` to the dock through the device service path (a nested object goes
 /// one field per message, as DJI's demo sends it), answered with the dock's result.
 #[tracing::instrument(skip_all, fields(sn = %sn))]
+#[utoipa::path(
+    put,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/{device_sn}/property",
+    tag = "DeviceController",
+    summary = "设置无人机的属性参数。",
+    params(("workspace_id" = String, Path), ("device_sn" = String, Path)),
+)]
 pub async fn property_set(
     State(s): State<AppState>,
     Auth(claims): Auth,

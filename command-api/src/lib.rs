@@ -33,7 +33,6 @@ pub mod wayline_job;
 use std::sync::Arc;
 
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::Router;
 use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::device_command::DeviceCommand;
@@ -47,6 +46,7 @@ use shared::nats::Names;
 use shared::storage::Storage;
 use shared::{ApiError, Config};
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -91,9 +91,11 @@ impl AppState {
     }
 }
 
-/// The routes of command-api, with authentication and the workspace guard applied.
-pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
+/// The routes of command-api, with authentication and the workspace guard applied, and their OpenAPI
+/// description: every route is registered through `routes!` from its handler's `#[utoipa::path]`,
+/// so the document and the router cannot name different routes ([`shared::http::finish`] serves it).
+pub fn router(state: AppState) -> OpenApiRouter {
+    let protected = OpenApiRouter::new()
         .merge(users::router())
         .merge(media::router())
         .merge(storage::router())

@@ -3,14 +3,13 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use shared::auth::{verify_password, TOKEN_HEADER};
 use shared::error::ok;
 use shared::http::DjiJson;
 use shared::{ApiError, ApiResult};
 use sqlx::{FromRow, PgPool};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 
@@ -48,8 +47,8 @@ pub struct UserRow {
 
 const USER_COLUMNS: &str = "user_id, username, password_hash, workspace_id, user_type, mqtt_username, mqtt_password";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/manage/api/v1/login", post(login)).route("/manage/api/v1/token/refresh", post(refresh))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login)).routes(routes!(refresh))
 }
 
 pub async fn user_by_name(pool: &PgPool, username: &str) -> sqlx::Result<Option<UserRow>> {
@@ -81,6 +80,13 @@ fn dto(u: UserRow, mqtt_addr: &str, token: Option<String>) -> UserDto {
 
 /// `flag` must equal the account's type: 1 for DJI's web client, 2 for Pilot 2's H5 page.
 #[tracing::instrument(skip_all, fields(username))]
+#[utoipa::path(
+    post,
+    path = "/manage/api/v1/login",
+    tag = "LoginController",
+    summary = "login",
+    security(()),
+)]
 pub async fn login(State(s): State<AppState>, DjiJson(req): DjiJson<LoginRequest>) -> ApiResult<Response> {
     let username =
         req.username.filter(|u| !u.is_empty()).ok_or_else(|| ApiError::failed("username must not be empty."))?;
@@ -114,6 +120,13 @@ pub async fn login(State(s): State<AppState>, DjiJson(req): DjiJson<LoginRequest
 /// refreshes after sleeping), within `HANGAR_JWT_REFRESH_GRACE_SECS` of its expiry. Unsigned,
 /// tampered and foreign tokens, and tokens expired longer than that, are refused (HTTP 401,
 /// `{code: -1, message: "token is null"}`), so a stolen old token cannot be renewed forever.
+#[utoipa::path(
+    post,
+    path = "/manage/api/v1/token/refresh",
+    tag = "LoginController",
+    summary = "refreshToken",
+    security(()),
+)]
 pub async fn refresh(State(s): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let token = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()).ok_or(ApiError::RefreshRefused)?;
     let claims = s

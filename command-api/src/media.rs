@@ -3,8 +3,6 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use shared::auth::Auth;
@@ -14,6 +12,7 @@ use shared::error::{ok, ok_empty};
 use shared::event_store::{execute, execute_new, metadata};
 use shared::http::DjiJson;
 use shared::{ApiError, ApiResult};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{command_error, AppState};
 
@@ -75,17 +74,24 @@ pub struct UploadCallback {
     metadata: Option<Value>,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/media/api/v1/workspaces/{workspace_id}/fast-upload", post(fast_upload))
-        .route("/media/api/v1/workspaces/{workspace_id}/upload-callback", post(upload_callback))
-        .route("/media/api/v1/workspaces/{workspace_id}/files/tiny-fingerprints", post(tiny_fingerprints))
-        .route("/media/api/v1/workspaces/{workspace_id}/group-upload-callback", post(group_upload_callback))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(fast_upload))
+        .routes(routes!(upload_callback))
+        .routes(routes!(tiny_fingerprints))
+        .routes(routes!(group_upload_callback))
 }
 
 /// `POST …/upload-callback`: records the file; the same file reported again (Pilot 2 retries) is the
 /// same file. Answers the object key, as DJI's demo does.
 #[tracing::instrument(level = "debug", skip_all, fields(workspace_id = %workspace_id))]
+#[utoipa::path(
+    post,
+    path = "/media/api/v1/workspaces/{workspace_id}/upload-callback",
+    tag = "MediaController",
+    summary = "app reports file upload result",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn upload_callback(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -132,6 +138,13 @@ pub struct FastUpload {
 
 /// `POST …/fast-upload`: success when a file with this fingerprint is already stored, so Pilot 2 can
 /// skip the upload; otherwise `<fingerprint>don't exist.` and Pilot 2 uploads.
+#[utoipa::path(
+    post,
+    path = "/media/api/v1/workspaces/{workspace_id}/fast-upload",
+    tag = "MediaController",
+    summary = "media fast upload",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn fast_upload(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -156,6 +169,13 @@ pub struct TinyFingerprints {
 }
 
 /// `POST …/files/tiny-fingerprints`: the subset of the given tiny fingerprints already stored.
+#[utoipa::path(
+    post,
+    path = "/media/api/v1/workspaces/{workspace_id}/files/tiny-fingerprints",
+    tag = "MediaController",
+    summary = "checks whether the file fingerprint exists",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn tiny_fingerprints(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -182,6 +202,13 @@ pub struct GroupUploadCallback {
 
 /// `POST …/group-upload-callback`: Pilot 2 reports that a wayline job's media finished uploading.
 /// (DJI's demo leaves this unimplemented and answers an error.)
+#[utoipa::path(
+    post,
+    path = "/media/api/v1/workspaces/{workspace_id}/group-upload-callback",
+    tag = "MediaController",
+    summary = "callback after the file group upload complete",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn group_upload_callback(
     State(s): State<AppState>,
     Auth(claims): Auth,

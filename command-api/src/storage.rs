@@ -4,22 +4,28 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use serde_json::{json, Value};
 use shared::error::ok;
 use shared::event_store::load;
 use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/storage/api/v1/workspaces/{workspace_id}/sts", post(sts))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sts))
 }
 
 /// Credentials for the workspace's folder only (DJI's StsCredentialsResponse).
 #[tracing::instrument(level = "debug", skip_all, fields(workspace_id = %workspace_id))]
+#[utoipa::path(
+    post,
+    path = "/storage/api/v1/workspaces/{workspace_id}/sts",
+    tag = "StorageController",
+    summary = "Get STS Token",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn sts(State(s): State<AppState>, Path(workspace_id): Path<String>) -> ApiResult<Response> {
     let creds = s.storage.credentials_for(&workspace_id).await.map_err(|e| {
         tracing::error!(error = ?e, "no upload credentials");

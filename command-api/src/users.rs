@@ -3,8 +3,6 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::put;
-use axum::Router;
 use serde::Deserialize;
 use shared::auth::Auth;
 use shared::domain::user::UserCommand;
@@ -12,6 +10,7 @@ use shared::error::ok_empty;
 use shared::event_store::{execute, metadata};
 use shared::http::DjiJson;
 use shared::ApiResult;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{command_error, AppState};
 
@@ -21,11 +20,18 @@ pub struct UpdateUser {
     mqtt_password: Option<String>,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/manage/api/v1/users/{workspace_id}/users/{user_id}", put(update))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(update))
 }
 
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id, user_id = %user_id))]
+#[utoipa::path(
+    put,
+    path = "/manage/api/v1/users/{workspace_id}/users/{user_id}",
+    tag = "UserController",
+    summary = "Modify user information. Only mqtt account information is included, nothing else can be modified.",
+    params(("workspace_id" = String, Path), ("user_id" = String, Path)),
+)]
 pub async fn update(
     State(s): State<AppState>,
     Auth(claims): Auth,

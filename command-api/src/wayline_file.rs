@@ -5,8 +5,6 @@
 
 use axum::extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::Router;
 use bytes::Bytes;
 use md5::Digest as _;
 use object_store::path::Path as ObjectPath;
@@ -19,27 +17,26 @@ use shared::event_store::{execute, load, metadata};
 use shared::http::DjiJson;
 use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::{command_error, AppState};
 
 /// Largest `.kmz` accepted (DJI's mapping routes with DSM resources run to tens of MiB).
 const MAX_KMZ_BYTES: usize = 64 << 20;
 
-pub fn router() -> Router<AppState> {
-    let base = "/wayline/api/v1/workspaces/{workspace_id}";
-    Router::new()
-        .route(
-            &format!("{base}/waylines/file/upload"),
-            post(import).layer(DefaultBodyLimit::max(MAX_KMZ_BYTES + (1 << 20))),
-        )
-        .route(&format!("{base}/upload-callback"), post(upload_callback))
-        .route(&format!("{base}/waylines/generate"), post(generate))
-        .route(
-            &format!("{base}/waylines/kmz-to-json"),
-            post(kmz_to_json).layer(DefaultBodyLimit::max(MAX_KMZ_BYTES + (1 << 20))),
-        )
-        .route(&format!("{base}/favorites"), post(favorite).delete(unfavorite))
-        .route(&format!("{base}/waylines/{{wayline_id}}"), delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    // Multipart uploads of a whole `.kmz` need more than axum's default 2 MiB body limit; the layer
+    // goes on the method router that `routes!` builds, so the route stays registered and documented
+    // by its one `#[utoipa::path]`.
+    let kmz_limit = || DefaultBodyLimit::max(MAX_KMZ_BYTES + (1 << 20));
+    OpenApiRouter::new()
+        .routes(routes!(import).layer(kmz_limit()))
+        .routes(routes!(upload_callback))
+        .routes(routes!(generate))
+        .routes(routes!(kmz_to_json).layer(kmz_limit()))
+        .routes(routes!(favorite, unfavorite))
+        .routes(routes!(remove))
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
@@ -121,6 +118,13 @@ async fn register(s: &AppState, claims: &Claims, new: NewWaylineFile) -> ApiResu
 /// `POST …/waylines/file/upload` (multipart part `file`): the web client's import. Workspace and
 /// creator come from the token.
 #[tracing::instrument(skip_all, fields(workspace_id = %claims.workspace_id))]
+#[utoipa::path(
+    post,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/file/upload",
+    tag = "WaylineFileController",
+    summary = "Import kmz wayline files.",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn import(State(s): State<AppState>, Auth(claims): Auth, form: Multipart) -> ApiResult<Response> {
     let (file_name, bytes) = kmz_part(form).await?;
     let Some(name) = file_name.strip_suffix(".kmz").or_else(|| file_name.strip_suffix(".KMZ")) else {
@@ -146,6 +150,13 @@ pub async fn import(State(s): State<AppState>, Auth(claims): Auth, form: Multipa
 /// `POST …/waylines/generate` (`extensions.md`): a waypoint mission becomes a valid WPML `.kmz`,
 /// stored as a wayline file of the workspace; `data {wayline_id, name}`.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+#[utoipa::path(
+    post,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/generate",
+    tag = "WaylineGenerateController",
+    summary = "生成航线",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn generate(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -172,6 +183,13 @@ pub async fn generate(
 
 /// `POST …/waylines/kmz-to-json` (multipart part `file`): the parsed template and waylines, every
 /// waypoint with its coordinates, height, speed and actions. Nothing is stored.
+#[utoipa::path(
+    post,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/kmz-to-json",
+    tag = "WaylineGenerateController",
+    summary = "KMZ文件转JSON",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn kmz_to_json(Auth(_claims): Auth, form: Multipart) -> ApiResult<Response> {
     let (_, bytes) = kmz_part(form).await?;
     Ok(ok(inspect(&bytes)?.to_json()))
@@ -196,6 +214,13 @@ pub struct CallbackBody {
 /// `POST …/upload-callback`: DJI Pilot 2 uploaded a `.kmz` into the workspace's folder with its
 /// temporary credentials. The sign is the MD5 of the stored object.
 #[tracing::instrument(skip_all, fields(workspace_id = %workspace_id))]
+#[utoipa::path(
+    post,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/upload-callback",
+    tag = "WaylineFileController",
+    summary = "file upload result report",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn upload_callback(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -276,6 +301,13 @@ async fn each(
 }
 
 /// `POST …/favorites?id=…&id=…`.
+#[utoipa::path(
+    post,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/favorites",
+    tag = "WaylineFileController",
+    summary = "batch favorites wayline",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn favorite(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -286,6 +318,13 @@ pub async fn favorite(
 }
 
 /// `DELETE …/favorites?id=…&id=…`.
+#[utoipa::path(
+    delete,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/favorites",
+    tag = "WaylineFileController",
+    summary = "batch unfavorites wayline",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn unfavorite(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -297,6 +336,13 @@ pub async fn unfavorite(
 
 /// `DELETE …/waylines/{wayline_id}`: the file and its object go; a file that does not exist is
 /// already gone (DJI answers success).
+#[utoipa::path(
+    delete,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/{wayline_id}",
+    tag = "WaylineFileController",
+    summary = "Delete the wayline file in the workspace according to the wayline id.",
+    params(("workspace_id" = String, Path), ("wayline_id" = String, Path)),
+)]
 pub async fn remove(
     State(s): State<AppState>,
     Auth(claims): Auth,

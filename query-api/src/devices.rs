@@ -3,8 +3,6 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -14,6 +12,7 @@ use shared::http::{PageQuery, Paginated};
 use shared::time::datetime_string;
 use shared::{ApiError, ApiResult};
 use sqlx::FromRow;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 
@@ -154,27 +153,41 @@ async fn with_children(s: &AppState, parents: &[DeviceRow]) -> ApiResult<Vec<Dev
     Ok(parents.iter().map(|p| dto(p, children.iter().find(|c| c.device_sn == p.child_sn && c.online))).collect())
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/manage/api/v1/devices/{workspace_id}/devices", get(list))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/bound", get(bound))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/type-counts", get(type_counts))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/domain-stats", get(domain_stats))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/hms", get(hms))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}", get(hms_unread))
-        .route("/manage/api/v1/devices/{workspace_id}/devices/{device_sn}", get(one))
-        .route("/manage/api/v1/devices/type-counts", get(type_counts_all))
-        .route("/manage/api/v1/workspaces/{workspace_id}/devices/topologies", get(topologies))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(bound))
+        .routes(routes!(type_counts))
+        .routes(routes!(domain_stats))
+        .routes(routes!(hms))
+        .routes(routes!(hms_unread))
+        .routes(routes!(one))
+        .routes(routes!(type_counts_all))
+        .routes(routes!(topologies))
 }
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices`: the workspace's gateways (docks and remote
 /// controllers) with their aircraft.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/{workspace_id}/devices",
+    tag = "DeviceController",
+    summary = "在一个工作区中获取所有在线设备的拓扑列表。",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn list(State(s): State<AppState>, Path(workspace_id): Path<String>) -> ApiResult<Response> {
     let gateways = devices_where(&s, "d.workspace_id = $1 AND d.domain IN (2, 3)", &[&workspace_id]).await?;
     Ok(ok(with_children(&s, &gateways).await?))
 }
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices/{device_sn}`.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/{device_sn}",
+    tag = "DeviceController",
+    summary = "根据设备 sn 获取设备信息。",
+    params(("workspace_id" = String, Path), ("device_sn" = String, Path)),
+)]
 pub async fn one(State(s): State<AppState>, Path((workspace_id, sn)): Path<(String, String)>) -> ApiResult<Response> {
     let rows = devices_where(&s, "d.workspace_id = $1 AND d.device_sn = $2", &[&workspace_id, &sn]).await?;
     let row = rows.first().ok_or_else(|| ApiError::failed("device not found."))?;
@@ -202,6 +215,13 @@ pub(crate) fn page_query(q: &Option<String>) -> Result<PageQuery, ApiError> {
 }
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices/bound?domain=&page=&page_size=`.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/bound",
+    tag = "DeviceController",
+    summary = "在一个工作区中获取绑定设备列表。",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn bound(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -248,12 +268,25 @@ const TYPE_COUNTS: &str = "SELECT d.domain, d.type, d.sub_type, \
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3";
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices/type-counts`.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/type-counts",
+    tag = "DeviceController",
+    summary = "获取当前工作空间下设备类型数量。",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn type_counts(State(s): State<AppState>, Path(workspace_id): Path<String>) -> ApiResult<Response> {
     let rows: Vec<TypeCount> = sqlx::query_as(TYPE_COUNTS).bind(Some(workspace_id)).fetch_all(&s.pool).await?;
     Ok(ok(rows))
 }
 
 /// `GET /manage/api/v1/devices/type-counts`: every workspace; web users only.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/type-counts",
+    tag = "DeviceController",
+    summary = "获取所有工作空间下设备类型数量。"
+)]
 pub async fn type_counts_all(State(s): State<AppState>, Auth(claims): Auth) -> ApiResult<Response> {
     if claims.user_type() != 1 {
         return Err(ApiError::Forbidden("Only web users can see every workspace's devices.".into()));
@@ -270,6 +303,13 @@ pub struct DomainStat {
 }
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices/domain-stats`.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/domain-stats",
+    tag = "DeviceController",
+    summary = "查询每个 domain 下设备总数与在线数",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn domain_stats(State(s): State<AppState>, Path(workspace_id): Path<String>) -> ApiResult<Response> {
     let rows: Vec<DomainStat> = sqlx::query_as(
         "SELECT domain, count(*) AS total, count(*) FILTER (WHERE online) AS online FROM rm_devices \
@@ -300,6 +340,13 @@ pub fn topology(r: &DeviceRow) -> Value {
 
 /// `GET /manage/api/v1/workspaces/{workspace_id}/devices/topologies`: each remote controller of the
 /// workspace with its aircraft.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/workspaces/{workspace_id}/devices/topologies",
+    tag = "TopologyController",
+    summary = "obtain device topology list",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn topologies(State(s): State<AppState>, Path(workspace_id): Path<String>) -> ApiResult<Response> {
     let gateways = devices_where(&s, "d.workspace_id = $1 AND d.domain = 2", &[&workspace_id]).await?;
     let child_sns: Vec<String> = gateways.iter().map(|g| g.child_sn.clone()).collect();
@@ -376,6 +423,13 @@ pub async fn hms_rows(s: &AppState, condition: &str, hms_ids: &[String]) -> sqlx
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices/hms?device_sn=…&level=…&begin_time=…&end_time=…
 /// &message=…&language=en|zh&update_time=0&page=…&page_size=…`.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/hms",
+    tag = "DeviceHmsController",
+    summary = "Page to query the hms information of the device.",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn hms(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -426,6 +480,13 @@ pub async fn hms(
 }
 
 /// `GET /manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}`: the device's unread alerts.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/hms/{device_sn}",
+    tag = "DeviceHmsController",
+    summary = "Get hms messages for a single device.",
+    params(("workspace_id" = String, Path), ("device_sn" = String, Path)),
+)]
 pub async fn hms_unread(
     State(s): State<AppState>,
     Path((workspace_id, sn)): Path<(String, String)>,

@@ -5,13 +5,12 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use shared::error::ok;
 use shared::http::{DjiQuery, PageQuery, Paginated};
 use shared::time::datetime_string;
 use shared::{ApiError, ApiResult};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 
@@ -48,17 +47,22 @@ struct FileRow {
 }
 
 /// The signed links of the local object store: public, the signature is the authorization.
-pub fn public_router() -> Router<AppState> {
-    Router::new().route("/storage/api/v1/objects/{*key}", get(local_object))
+pub fn public_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(local_object))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/media/api/v1/files/{workspace_id}/files", get(list))
-        .route("/media/api/v1/files/{workspace_id}/file/{file_id}/url", get(url))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(url))
 }
 
 /// `GET /media/api/v1/files/{workspace_id}/files?page=1&page_size=10`, newest first.
+#[utoipa::path(
+    get,
+    path = "/media/api/v1/files/{workspace_id}/files",
+    tag = "FileController",
+    summary = "Get information about all the media files in this workspace based on the workspace id.",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn list(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -105,6 +109,13 @@ pub async fn list(
 }
 
 /// `GET /media/api/v1/files/{workspace_id}/file/{file_id}/url`: a 302 to the object.
+#[utoipa::path(
+    get,
+    path = "/media/api/v1/files/{workspace_id}/file/{file_id}/url",
+    tag = "FileController",
+    summary = "Query the download address of the file according to the media file id,",
+    params(("workspace_id" = String, Path), ("file_id" = String, Path)),
+)]
 pub async fn url(
     State(s): State<AppState>,
     Path((workspace_id, file_id)): Path<(String, String)>,
@@ -129,6 +140,14 @@ pub struct LinkQuery {
 }
 
 /// Serves an object of the local store behind a signed, expiring link.
+#[utoipa::path(
+    get,
+    path = "/storage/api/v1/objects/{*key}",
+    tag = "Storage",
+    summary = "An object of the local object store, by the signed link that storage hands out",
+    params(("key" = String, Path)),
+    security(()),
+)]
 pub async fn local_object(
     State(s): State<AppState>,
     Path(key): Path<String>,

@@ -9,21 +9,18 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::error::ok;
 use shared::history::{self, HistoryError, PastState, Point};
 use shared::http::DjiQuery;
 use shared::{ApiError, ApiResult};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/history/api/v1/workspaces/{workspace_id}/aggregates/{aggregate_type}/{aggregate_id}", get(aggregate))
-        .route("/history/api/v1/workspaces/{workspace_id}/devices", get(devices))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(aggregate)).routes(routes!(devices))
 }
 
 /// `?at=` (RFC 3339, or milliseconds since the epoch as DJI's clients count time) or `?sequence=`.
@@ -70,6 +67,13 @@ fn history_error(e: HistoryError) -> ApiError {
 /// `GET /history/api/v1/workspaces/{workspace_id}/aggregates/{aggregate_type}/{aggregate_id}?at=…|sequence=…`:
 /// the aggregate after its events up to that point (without either: now).
 #[tracing::instrument(skip(s))]
+#[utoipa::path(
+    get,
+    path = "/history/api/v1/workspaces/{workspace_id}/aggregates/{aggregate_type}/{aggregate_id}",
+    tag = "History",
+    summary = "An aggregate as it was at a past time, from its events",
+    params(("workspace_id" = String, Path), ("aggregate_type" = String, Path), ("aggregate_id" = String, Path)),
+)]
 pub async fn aggregate(
     State(s): State<AppState>,
     Path((workspace_id, aggregate_type, aggregate_id)): Path<(String, String, String)>,
@@ -92,6 +96,13 @@ struct DevicesThen {
 /// `GET /history/api/v1/workspaces/{workspace_id}/devices?at=…`: the devices bound to the workspace
 /// then, each as it was (online, nickname, model, firmware, …), by serial number.
 #[tracing::instrument(skip(s))]
+#[utoipa::path(
+    get,
+    path = "/history/api/v1/workspaces/{workspace_id}/devices",
+    tag = "History",
+    summary = "A workspace's device list as it was at a past time, from events",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn devices(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,

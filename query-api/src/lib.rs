@@ -23,12 +23,11 @@ pub mod ws;
 use std::sync::Arc;
 
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::get;
-use axum::Router;
 use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::storage::Storage;
 use shared::Config;
 use sqlx::PgPool;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -55,8 +54,10 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let protected = Router::new()
+/// The routes of query-api and their OpenAPI description, registered together through `routes!` (see
+/// `command_api::router`).
+pub fn router(state: AppState) -> OpenApiRouter {
+    let protected = OpenApiRouter::new()
         .merge(users::router())
         .merge(files::router())
         .merge(devices::router())
@@ -65,9 +66,9 @@ pub fn router(state: AppState) -> Router {
         .merge(wayline_job::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
-    let public = Router::new()
+    let public = OpenApiRouter::new()
         // the WebSocket checks its `?x-auth-token=` itself, to answer the handshake properly
-        .route("/api/v1/ws", get(ws::upgrade))
+        .routes(routes!(ws::upgrade))
         .merge(files::public_router());
     protected.merge(public).with_state(state)
 }

@@ -2,8 +2,6 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use shared::auth::Auth;
 use shared::error::ok;
@@ -11,6 +9,7 @@ use shared::http::{DjiQuery, PageQuery, Paginated};
 use shared::time::datetime_string;
 use shared::{ApiError, ApiResult};
 use sqlx::FromRow;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::AppState;
 
@@ -27,13 +26,16 @@ pub struct CurrentUser {
     mqtt_addr: String,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/manage/api/v1/users/current", get(current))
-        .route("/manage/api/v1/users/{workspace_id}/users", get(list))
-        .route("/manage/api/v1/workspaces/current", get(current_workspace))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(current)).routes(routes!(list)).routes(routes!(current_workspace))
 }
 
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/users/current",
+    tag = "UserController",
+    summary = "Query the information of the current user."
+)]
 pub async fn current(State(s): State<AppState>, Auth(claims): Auth) -> ApiResult<Response> {
     let mut user: CurrentUser = sqlx::query_as(
         "SELECT user_id, username, workspace_id, user_type, mqtt_username, mqtt_password FROM rm_users WHERE username = $1",
@@ -70,6 +72,13 @@ struct UserListRow {
 }
 
 /// `GET /manage/api/v1/users/{workspace_id}/users?page=1&page_size=50`.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/users/{workspace_id}/users",
+    tag = "UserController",
+    summary = "Paging to query all users in a workspace.",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn list(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -120,6 +129,12 @@ pub struct WorkspaceDto {
 }
 
 /// `GET /manage/api/v1/workspaces/current`: the token's workspace.
+#[utoipa::path(
+    get,
+    path = "/manage/api/v1/workspaces/current",
+    tag = "WorkspaceController",
+    summary = "Gets information about the workspace that the current user is in."
+)]
 pub async fn current_workspace(State(s): State<AppState>, Auth(claims): Auth) -> ApiResult<Response> {
     let w: WorkspaceDto = sqlx::query_as(
         "SELECT id, workspace_id, workspace_name, workspace_desc, platform_name, bind_code FROM rm_workspaces WHERE workspace_id = $1",

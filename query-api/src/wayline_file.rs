@@ -5,8 +5,6 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore as _;
@@ -15,18 +13,18 @@ use shared::error::ok;
 use shared::http::Paginated;
 use shared::{ApiError, ApiResult};
 use sqlx::FromRow;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::devices::{page_query, query_value, query_values};
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    let base = "/wayline/api/v1/workspaces/{workspace_id}/waylines";
-    Router::new()
-        .route(base, get(list))
-        .route(&format!("{base}/duplicate-names"), get(duplicate_names))
-        .route(&format!("{base}/{{wayline_id}}/url"), get(url))
-        .route(&format!("{base}/{{wayline_id}}/download-url"), get(download_url))
-        .route(&format!("{base}/{{wayline_id}}/json"), get(as_json))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(duplicate_names))
+        .routes(routes!(url))
+        .routes(routes!(download_url))
+        .routes(routes!(as_json))
 }
 
 #[derive(Debug, FromRow)]
@@ -108,6 +106,13 @@ const SELECT: &str = "SELECT wayline_id, name, object_key, sign, drone_model_key
     favorited, user_name, create_time, update_time FROM rm_wayline_files";
 
 /// `GET …/waylines?order_by=&page=&page_size=&favorited=&template_type=&drone_model_keys=&payload_model_key=&key=`.
+#[utoipa::path(
+    get,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines",
+    tag = "WaylineFileController",
+    summary = "get wayline list",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn list(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -153,6 +158,13 @@ pub async fn list(
 }
 
 /// `GET …/waylines/duplicate-names?name=a&name=b`: the given names already used in the workspace.
+#[utoipa::path(
+    get,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/duplicate-names",
+    tag = "WaylineFileController",
+    summary = "get duplicated wayline name",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn duplicate_names(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,
@@ -190,6 +202,13 @@ async fn signed(s: &AppState, workspace_id: &str, wayline_id: &str) -> ApiResult
 }
 
 /// `GET …/waylines/{wayline_id}/url`: a 302 to the `.kmz`.
+#[utoipa::path(
+    get,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/{wayline_id}/url",
+    tag = "WaylineFileController",
+    summary = "get wayline file download address",
+    params(("workspace_id" = String, Path), ("wayline_id" = String, Path)),
+)]
 pub async fn url(
     State(s): State<AppState>,
     Path((workspace_id, wayline_id)): Path<(String, String)>,
@@ -200,6 +219,13 @@ pub async fn url(
 
 /// `GET …/waylines/{wayline_id}/download-url`: `{url, expire_at}` for clients that cannot follow a
 /// redirect.
+#[utoipa::path(
+    get,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/{wayline_id}/download-url",
+    tag = "WaylineFileController",
+    summary = "get wayline file download address",
+    params(("workspace_id" = String, Path), ("wayline_id" = String, Path)),
+)]
 pub async fn download_url(
     State(s): State<AppState>,
     Path((workspace_id, wayline_id)): Path<(String, String)>,
@@ -210,6 +236,13 @@ pub async fn download_url(
 }
 
 /// `GET …/waylines/{wayline_id}/json`: the stored file's template and waylines as JSON.
+#[utoipa::path(
+    get,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/waylines/{wayline_id}/json",
+    tag = "WaylineGenerateController",
+    summary = "云端KMZ文件转JSON",
+    params(("workspace_id" = String, Path), ("wayline_id" = String, Path)),
+)]
 pub async fn as_json(
     State(s): State<AppState>,
     Path((workspace_id, wayline_id)): Path<(String, String)>,

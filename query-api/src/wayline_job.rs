@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::Serialize;
@@ -19,13 +17,14 @@ use shared::http::Paginated;
 use shared::time::datetime_string;
 use shared::{ApiResult, Shutdown};
 use sqlx::FromRow;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::devices::page_query;
 use crate::ws::Audience;
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/wayline/api/v1/workspaces/{workspace_id}/jobs", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 #[derive(Debug, FromRow)]
@@ -130,6 +129,13 @@ const SELECT: &str = "SELECT j.job_id, j.name, j.file_id, j.file_name, j.dock_sn
     FROM rm_wayline_jobs j LEFT JOIN rm_devices d ON d.device_sn = j.dock_sn";
 
 /// `GET …/jobs?page=&page_size=`: newest first.
+#[utoipa::path(
+    get,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/jobs",
+    tag = "WaylineJobController",
+    summary = "Paginate through all jobs in this workspace.",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn list(
     State(s): State<AppState>,
     Path(workspace_id): Path<String>,

@@ -115,6 +115,13 @@ impl Hub {
 
 /// The handshake: the token comes from the query string; a missing or invalid one is refused with
 /// 401 before upgrading.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws",
+    tag = "WebSocket",
+    summary = "The push channel to the web client and Pilot 2 (the token in `?x-auth-token=`)",
+    security(()),
+)]
 pub async fn upgrade(
     State(s): State<AppState>,
     RawQuery(query): RawQuery,

@@ -175,7 +175,7 @@ pub async fn serve_alongside(
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "health and metrics listening");
     let stop = shutdown.child_token();
-    let app = crate::http::finish(axum::Router::new(), ready);
+    let app = crate::http::finish(utoipa_axum::router::OpenApiRouter::new(), ready);
     let until = stop.clone().cancelled_owned();
     let server = tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(until).await });
     let result = work.await;

@@ -2,13 +2,15 @@
 //! DJI's envelope, CORS as DJI's demo sends it, and DJI's pagination shape.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 
@@ -111,16 +113,53 @@ pub async fn cors(req: Request, next: Next) -> Response {
 }
 
 /// What every Hangar HTTP process serves and wraps itself in: `/metrics` (Prometheus text),
-/// `/healthz` (the process serves HTTP: liveness) and `/readyz` (its dependencies answer: readiness,
-/// see [`crate::health`]) without a token, DJI-enveloped 404 and 405, CORS outermost.
-pub fn finish(router: axum::Router, ready: crate::health::Readiness) -> axum::Router {
+/// `/healthz` (the process serves HTTP: liveness), `/readyz` (its dependencies answer: readiness,
+/// see [`crate::health`]) and `/openapi.json` (the document of all these routes, see
+/// [`crate::openapi`]) without a token, DJI-enveloped 404 and 405, CORS outermost.
+pub fn finish(router: OpenApiRouter, ready: crate::health::Readiness) -> axum::Router {
+    let (router, doc) = router
+        .routes(routes!(metrics))
+        .routes(routes!(healthz))
+        .merge(OpenApiRouter::new().routes(routes!(readyz)).with_state(ready))
+        .routes(routes!(openapi_json))
+        .split_for_parts();
+    let doc = OpenApiJson(Bytes::from(crate::openapi::document(doc).to_string()));
     router
-        .route("/metrics", axum::routing::get(|| async { crate::metrics::render() }))
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/readyz", axum::routing::get(move || ready.clone().respond()))
+        // the document exists only once every route is in, so its handler finds it here
+        .layer(axum::Extension(doc))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn(cors))
+}
+
+/// The serialised OpenAPI document, made once at start.
+#[derive(Clone)]
+struct OpenApiJson(Bytes);
+
+#[utoipa::path(get, path = "/metrics", tag = "Operations", summary = "Prometheus metrics (text format)", security(()))]
+async fn metrics() -> String {
+    crate::metrics::render()
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "Operations", summary = "Liveness: the process serves HTTP", security(()))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "Operations",
+    summary = "Readiness: PostgreSQL, NATS and the MQTT broker answer",
+    security(())
+)]
+async fn readyz(State(ready): State<crate::health::Readiness>) -> Response {
+    ready.respond().await
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "Operations", summary = "This document", security(()))]
+async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiJson>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], doc.0).into_response()
 }
 
 /// Answer for a path no route serves: DJI's envelope with a message naming the path.

@@ -13,6 +13,7 @@
 //! - [`nats`] and [`db`]: connecting, stream creation, migrations.
 //! - [`health`]: readiness (`/readyz`): whether PostgreSQL, NATS and the MQTT broker answer.
 //! - [`storage`]: object storage (local folder or S3-compatible) and STS credentials.
+//! - [`openapi`]: the OpenAPI document each HTTP process serves, built from its routes.
 //! - [`metrics`]: counters and latency summaries rendered in Prometheus text format.
 //! - [`time`]: DJI's date-time formats.
 
@@ -28,6 +29,7 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod openapi;
 pub mod protocol;
 pub mod storage;
 pub mod telemetry;

@@ -14,8 +14,6 @@ pub mod scheduler;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use axum::routing::{delete, post};
-use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::{Auth, Claims};
@@ -25,6 +23,7 @@ use shared::event_store::{execute, execute_new, load, metadata};
 use shared::http::DjiJson;
 use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::device_service::{self, Call};
 use crate::{command_error, AppState};
@@ -35,13 +34,12 @@ const DAY_SECS: i64 = 86_400;
 /// Conditional jobs are prepared on their dock this long before their window opens (as DJI's backend).
 pub const CONDITIONAL_PREPARE_AHEAD_MS: i64 = 24 * 3_600 * 1_000;
 
-pub fn router() -> Router<AppState> {
-    let base = "/wayline/api/v1/workspaces/{workspace_id}";
-    Router::new()
-        .route(&format!("{base}/flight-tasks"), post(create))
-        .route(&format!("{base}/jobs"), delete(cancel))
-        .route(&format!("{base}/jobs/{{job_id}}/media-highest"), post(media_highest))
-        .route(&format!("{base}/jobs/{{job_id}}"), axum::routing::put(update_status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(cancel))
+        .routes(routes!(media_highest))
+        .routes(routes!(update_status))
 }
 
 /// CreateJobParam (§2.1). Every field is optional on the wire so that what is missing or out of
@@ -290,6 +288,13 @@ pub(crate) async fn send_execute(s: &AppState, actor: &Claims, job_id: &str) -> 
 /// `POST …/flight-tasks`: one job per day × period (or one immediate job), each prepared on the dock;
 /// an immediate job is executed at once.
 #[tracing::instrument(skip_all, fields(workspace_id, dock_sn = %body.dock_sn))]
+#[utoipa::path(
+    post,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/flight-tasks",
+    tag = "WaylineJobController",
+    summary = "Create a wayline task for the Dock.",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn create(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -338,6 +343,13 @@ pub async fn create(
 /// `DELETE …/jobs?job_id=…`: pending jobs only; each dock is told once (`flighttask_undo` with its
 /// jobs' ids), then the jobs are cancelled. A dock that is offline has nothing to undo.
 #[tracing::instrument(skip_all, fields(workspace_id))]
+#[utoipa::path(
+    delete,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/jobs",
+    tag = "WaylineJobController",
+    summary = "Send the command to cancel the jobs.",
+    params(("workspace_id" = String, Path)),
+)]
 pub async fn cancel(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -382,6 +394,13 @@ pub async fn cancel(
 }
 
 /// `POST …/jobs/{job_id}/media-highest`: the dock uploads this job's media first.
+#[utoipa::path(
+    post,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/jobs/{job_id}/media-highest",
+    tag = "WaylineJobController",
+    summary = "Set the media files for this job to upload immediately.",
+    params(("workspace_id" = String, Path), ("job_id" = String, Path)),
+)]
 pub async fn media_highest(
     State(s): State<AppState>,
     Auth(claims): Auth,
@@ -407,6 +426,13 @@ pub struct UpdateStatus {
 
 /// `PUT …/jobs/{job_id}` `{status}`: 0 pauses a job in progress (`flighttask_pause`), 1 resumes a
 /// paused one (`flighttask_recovery`).
+#[utoipa::path(
+    put,
+    path = "/wayline/api/v1/workspaces/{workspace_id}/jobs/{job_id}",
+    tag = "WaylineJobController",
+    summary = "updateJobStatus",
+    params(("workspace_id" = String, Path), ("job_id" = String, Path)),
+)]
 pub async fn update_status(
     State(s): State<AppState>,
     Auth(claims): Auth,
