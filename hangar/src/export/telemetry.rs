@@ -106,6 +106,7 @@ async fn read_pages(
     pages: mpsc::Sender<Vec<Message>>,
 ) -> anyhow::Result<()> {
     let mut remaining = consumer.info().await?.num_pending;
+    let mut empty_fetches = 0;
     while remaining > 0 {
         let mut batch = consumer
             .fetch()
@@ -129,8 +130,18 @@ async fn read_pages(
             page.push(Message::read(&msg, info.stream_sequence, stored_at));
         }
         if page.is_empty() && !done {
-            anyhow::bail!("the TELEMETRY stream stopped answering with {remaining} messages left");
+            // a fetch can come back empty on a busy server: ask again what is left before giving up
+            empty_fetches += 1;
+            remaining = consumer.info().await?.num_pending;
+            if remaining == 0 {
+                break;
+            }
+            if empty_fetches >= 3 {
+                anyhow::bail!("the TELEMETRY stream stopped answering with {remaining} messages left");
+            }
+            continue;
         }
+        empty_fetches = 0;
         if (!page.is_empty() && pages.send(page).await.is_err()) || done {
             break;
         }
