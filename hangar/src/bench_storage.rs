@@ -26,7 +26,7 @@ const SIZE: usize = 100 * 1024 * 1024;
 /// Part size of the multipart upload (DJI Pilot 2 and docks upload large videos in parts).
 const PART: usize = 20 * 1024 * 1024;
 /// Rounds of every measurement; the report gives the median.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 pub struct StorageReport {
     /// Copy of the file, then fsync of it and of its folder: the baseline of an upload that is
@@ -42,6 +42,9 @@ pub struct StorageReport {
     /// The same bytes as a multipart upload (create, every part at once as SDKs send them,
     /// complete), from reading the file to the answer of the completion.
     pub multipart: Duration,
+    /// The 1-minute load average before and after, and the cores: the endpoint's figures depend on
+    /// the CPU (MD5) and the copies' on the disk, so other work on the machine moves the ratios.
+    pub load: (String, String, usize),
 }
 
 fn rate(d: Duration) -> f64 {
@@ -74,7 +77,11 @@ impl std::fmt::Display for StorageReport {
         };
         line(f, "PutObject of 100 MiB via S3 endpoint", self.put)?;
         line(f, "multipart 5 × 20 MiB via S3 endpoint", self.multipart)?;
-        write!(f, "          (median of {ROUNDS} rounds; the endpoint answers once the object is fsynced)")
+        let (before, after, cores) = &self.load;
+        write!(
+            f,
+            "          (medians of {ROUNDS} rounds; the endpoint answers once the object is fsynced; load average {before} → {after} on {cores} cores)"
+        )
     }
 }
 
@@ -106,6 +113,7 @@ pub async fn run(config: &Config, base: &str, token: &str) -> anyhow::Result<Sto
         .with_unsigned_payload(true)
         .build()?;
     let prefix = field(&d["object_key_prefix"])?;
+    let load_before = load_average();
 
     // the source: 100 MiB of incompressible bytes in a file on the same disk as the store
     let dir = config.storage_dir.clone();
@@ -168,6 +176,7 @@ pub async fn run(config: &Config, base: &str, token: &str) -> anyhow::Result<Sto
         md5: median(md5),
         put: median(put),
         multipart: median(multipart),
+        load: (load_before, load_average(), std::thread::available_parallelism().map_or(0, |n| n.get())),
     })
 }
 
@@ -219,6 +228,13 @@ async fn check(
     let folder = key.as_ref().rsplit_once('/').map_or(root.to_path_buf(), |(f, _)| root.join(f));
     std::fs::File::open(folder)?.sync_all()?;
     Ok(())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn hex(bytes: &[u8]) -> String {
