@@ -348,7 +348,7 @@ impl Disk {
             }
             other => other?,
         };
-        Ok(Staged { file, path, unsynced: 0, placed: false })
+        Ok(Staged { file, path, unsynced: 0, synced: false, placed: false })
     }
 
     /// Writes a small file durably (upload markers).
@@ -392,6 +392,8 @@ struct Staged {
     file: File,
     path: PathBuf,
     unsynced: u64,
+    /// Nothing written since the last fsync.
+    synced: bool,
     placed: bool,
 }
 
@@ -406,6 +408,7 @@ impl Staged {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.unsynced += n as u64;
+                    self.synced = false;
                     IoSlice::advance_slices(&mut rest, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -413,17 +416,29 @@ impl Staged {
             }
         }
         if self.unsynced >= SYNC_EVERY {
-            self.file.sync_data()?;
-            self.unsynced = 0;
+            self.sync()?;
         }
         Ok(())
     }
 
-    /// Appends `trailer`, fsyncs the file, renames it to `to` and fsyncs `to`'s folder: once this
-    /// returns, the file is there after a power loss.
-    fn place(mut self, to: &std::path::Path, trailer: &[u8]) -> io::Result<()> {
-        self.file.write_all(trailer)?;
+    fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
+        self.unsynced = 0;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Appends `trailer`, fsyncs the file (unless nothing was written since its last fsync),
+    /// renames it to `to` and fsyncs `to`'s folder: once this returns, the file is there after a
+    /// power loss.
+    fn place(mut self, to: &std::path::Path, trailer: &[u8]) -> io::Result<()> {
+        if !trailer.is_empty() {
+            self.file.write_all(trailer)?;
+            self.synced = false;
+        }
+        if !self.synced {
+            self.sync()?;
+        }
         let dir = to.parent().ok_or_else(|| io::Error::other("an object path without a folder"))?;
         Disk::make_dirs(dir)?;
         std::fs::rename(&self.path, to)?;
@@ -481,6 +496,8 @@ async fn receive(disk: &Disk, body: Option<StreamingBlob>, expected: Option<i64>
         while let Some(batch) = write_rx.blocking_recv() {
             staged.write(&batch)?;
         }
+        // the last bytes go to disk while the hashing thread catches up
+        staged.sync()?;
         io::Result::Ok(staged)
     });
     let mut len = 0u64;
