@@ -826,6 +826,12 @@ impl S3 for Endpoint {
 /// (`copy_file_range`) and each part's MD5 is the one kept with it, so completing costs a copy and
 /// an fsync, no hashing. Nothing is placed unless every part is there and matches the ETag the
 /// client names for it.
+///
+/// On a file system that shares blocks between files (XFS, Btrfs) that copy is nearly free; on
+/// ext4 it is a real one, so every byte of a multipart object goes to disk twice, as its part
+/// (fsynced when answered: S3 keeps accepted parts) and in the object. That, not hashing, is why a
+/// multipart upload runs at about a third of a durable copy where a PutObject reaches half or more
+/// (`hangar bench --only storage` prints the completion's share).
 fn concatenate(
     disk: &Disk,
     parts: Vec<(i32, PathBuf, Option<String>)>,

@@ -43,6 +43,8 @@ pub struct StorageReport {
     /// The same bytes as a multipart upload (create, the parts at once, each sent as soon as read
     /// from the file, complete), to the answer of the completion.
     pub multipart: Duration,
+    /// Of which the completion: the parts copied into the object, which is fsynced.
+    pub completion: Duration,
     /// The 1-minute load average before and after, and the cores: the endpoint's figures depend on
     /// the CPU (MD5) and the copies' on the disk, so other work on the machine moves the ratios.
     pub load: (String, String, usize),
@@ -78,6 +80,12 @@ impl std::fmt::Display for StorageReport {
         };
         line(f, "PutObject of 100 MiB via S3 endpoint", self.put)?;
         line(f, "multipart 5 × 20 MiB via S3 endpoint", self.multipart)?;
+        writeln!(
+            f,
+            "          of which CompleteMultipartUpload {:.0} ms = {:.0}% (every byte written and fsynced a second time)",
+            self.completion.as_secs_f64() * 1000.0,
+            100.0 * self.completion.as_secs_f64() / self.multipart.as_secs_f64()
+        )?;
         let (before, after, cores) = &self.load;
         write!(
             f,
@@ -134,8 +142,8 @@ pub async fn run(config: &Config, base: &str, token: &str) -> anyhow::Result<Sto
     let part_etags: Vec<[u8; 16]> = bytes.chunks(PART).map(|p| Md5::digest(p).into()).collect();
     let multipart_etag = format!("{}-{}", hex(&Md5::digest(part_etags.concat())), part_etags.len());
 
-    let (mut durable_copy, mut cached_copy, mut md5, mut put, mut multipart) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut durable_copy, mut cached_copy, mut md5, mut put, mut multipart, mut completion) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         eprintln!("bench: storage, round {round} of {ROUNDS}: copies, PutObject, multipart, MD5 of 100 MiB…");
         cached_copy.push(blocking_copy(&source, &dir, false).await?);
@@ -163,7 +171,9 @@ pub async fn run(config: &Config, base: &str, token: &str) -> anyhow::Result<Sto
         for p in parts {
             p.await?.context("UploadPart")?;
         }
+        let completing = Instant::now();
         let answer = upload.complete().await.context("CompleteMultipartUpload")?;
+        completion.push(completing.elapsed());
         multipart.push(started.elapsed());
         check(&store, &key, answer.e_tag, &multipart_etag, &dir).await?;
 
@@ -180,6 +190,7 @@ pub async fn run(config: &Config, base: &str, token: &str) -> anyhow::Result<Sto
         md5: median(md5),
         put: median(put),
         multipart: median(multipart),
+        completion: median(completion),
         load: (load_before, load_average(), std::thread::available_parallelism().map_or(0, |n| n.get())),
     })
 }
