@@ -282,6 +282,16 @@ impl Storage {
         matches!(self.inner.backend, Backend::Local(_))
     }
 
+    /// The local folder's store itself (`None` with S3), for the S3 endpoint: it writes its files
+    /// itself, to fsync them before answering (which `LocalFileSystem` does not), at the paths
+    /// this store maps keys to, so everything else reads, lists and deletes them through it.
+    pub fn local_fs(&self) -> Option<Arc<LocalFileSystem>> {
+        match &self.inner.backend {
+            Backend::Local(fs) => Some(fs.clone()),
+            Backend::S3(_) => None,
+        }
+    }
+
     /// The keys that mint and check the local endpoint's upload credentials.
     pub fn upload_keys(&self) -> &UploadKeys {
         &self.inner.upload_keys

@@ -385,12 +385,16 @@ async fn presigned_links_download_and_abandoned_uploads_are_swept() {
     // the abandoned upload: its part waits until a sweep finds it older than the limit
     let upload_id = r[2]["upload_id"].as_str().unwrap().to_string();
     assert_eq!(stored_files(&app.config.storage_dir).len(), 3, "object, upload marker and part");
+    // a file a crash left while it was being received
+    let stray = app.config.storage_dir.join(".multipart-uploads/incoming/0123456789abcdef0123456789abcdef");
+    std::fs::write(&stray, b"half a body").unwrap();
     let store = shared::storage::Storage::new(&app.config).unwrap().store();
     let old = chrono::Utc::now() - chrono::TimeDelta::hours(1);
     assert_eq!(command_api::s3_endpoint::sweep_once(&store, old).await.unwrap(), 0, "a recent upload stays");
     let later = chrono::Utc::now() + chrono::TimeDelta::minutes(1);
     assert_eq!(command_api::s3_endpoint::sweep_once(&store, later).await.unwrap(), 1);
     assert_eq!(stored_files(&app.config.storage_dir).len(), 1, "only the object is left");
+    assert!(!stray.exists(), "the stray incoming file is swept with the abandoned upload");
     let r = boto3(
         &endpoint,
         "hangar",
@@ -398,5 +402,116 @@ async fn presigned_links_download_and_abandoned_uploads_are_swept() {
     )
     .await;
     assert_eq!(r[0]["code"], "NoSuchUpload", "{r:?}");
+    app.stop().await;
+}
+
+/// An S3 client in Rust (object_store's, SigV4 with the body's SHA-256 signed) with `sts`'s
+/// credentials, for what the steps of `s3_client.py` do not show: ETags of parts and completions.
+fn rust_client(d: &Value) -> object_store::aws::AmazonS3 {
+    let c = &d["credentials"];
+    let s = |v: &Value| v.as_str().unwrap().to_string();
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s(&d["endpoint"]))
+        .with_allow_http(true)
+        .with_bucket_name(s(&d["bucket"]))
+        .with_region(s(&d["region"]))
+        .with_access_key_id(s(&c["access_key_id"]))
+        .with_secret_access_key(s(&c["access_key_secret"]))
+        .with_token(s(&c["security_token"]))
+        .build()
+        .unwrap()
+}
+
+fn md5_of(b: &[u8]) -> [u8; 16] {
+    use md5::Digest as _;
+    md5::Md5::digest(b).into()
+}
+
+/// Bytes that differ from one upload to the next.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32).map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+#[tokio::test]
+async fn uploads_land_whole_on_disk_with_s3_etags() {
+    use object_store::{ObjectStore as _, PutPayload};
+    let app = TestApp::spawn().await;
+    let token = app.pilot_token().await;
+    let store = rust_client(&sts(&app, &token).await);
+    let on_disk = |key: &str| std::fs::read(app.config.storage_dir.join(key)).unwrap();
+
+    // one PutObject of several batches and a ragged end, and an empty one
+    let key = format!("media/{WS}/put.bin");
+    let body = noise(5 * 1024 * 1024 + 12_345, 1);
+    let put = store.put(&key.as_str().into(), PutPayload::from(body.clone())).await.unwrap();
+    assert_eq!(put.e_tag.unwrap().trim_matches('"'), hex::encode(md5_of(&body)), "PutObject's ETag is the body's MD5");
+    assert!(on_disk(&key) == body, "the file holds exactly the body");
+    let empty = format!("media/{WS}/empty.bin");
+    let put = store.put(&empty.as_str().into(), PutPayload::new()).await.unwrap();
+    assert_eq!(put.e_tag.unwrap().trim_matches('"'), hex::encode(md5_of(b"")));
+    assert_eq!(on_disk(&empty), b"");
+
+    // a multipart upload: each part's ETag its MD5, the object's that of the parts' MD5s, "-2"
+    let key = format!("media/{WS}/parts.bin");
+    let (first, second) = (noise(6 * 1024 * 1024, 2), noise(1024 * 1024 + 7, 3));
+    let mut upload = store.put_multipart(&key.as_str().into()).await.unwrap();
+    let parts = [upload.put_part(PutPayload::from(first.clone())), upload.put_part(PutPayload::from(second.clone()))];
+    futures::future::try_join_all(parts).await.unwrap();
+    let done = upload.complete().await.unwrap();
+    let expected = format!("{}-2", hex::encode(md5_of(&[md5_of(&first), md5_of(&second)].concat())));
+    assert_eq!(done.e_tag.unwrap().trim_matches('"'), expected, "S3's ETag of a multipart object");
+    assert!(on_disk(&key) == [first, second].concat(), "the file holds the parts in order, and nothing else");
+
+    let mut files = stored_files(&app.config.storage_dir);
+    files.sort();
+    let root = &app.config.storage_dir;
+    let expected: Vec<PathBuf> =
+        ["empty.bin", "parts.bin", "put.bin"].iter().map(|f| root.join(format!("media/{WS}/{f}"))).collect();
+    assert_eq!(files, expected, "no part, marker or incoming file is left");
+    app.stop().await;
+}
+
+/// A PUT through a pre-signed URL announcing `declared` bytes, of which only `sent` arrive: the
+/// client then half-closes and reads the answer (`answer`), or drops the connection.
+async fn cut_put(url: &reqwest::Url, declared: usize, sent: usize, answer: bool) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let mut conn = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "PUT {}?{} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n\r\n",
+        url.path(),
+        url.query().unwrap()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&noise(sent, 4)).await.unwrap();
+    if !answer {
+        return String::new();
+    }
+    conn.shutdown().await.unwrap();
+    let mut text = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_string(&mut text)).await;
+    text
+}
+
+#[tokio::test]
+async fn a_body_cut_short_leaves_no_file_behind() {
+    use object_store::{signer::Signer as _, ObjectStore as _};
+    let app = TestApp::spawn().await;
+    let token = app.pilot_token().await;
+    let store = rust_client(&sts(&app, &token).await);
+    let key = format!("media/{WS}/cut.bin");
+    let url = store
+        .signed_url(reqwest::Method::PUT, &key.as_str().into(), std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    // several MiB arrive (and are written) before the body stops
+    let answer = cut_put(&url, 16 * 1024 * 1024, 6 * 1024 * 1024, true).await;
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("<Code>IncompleteBody</Code>"), "{answer}");
+    assert_eq!(stored_files(&app.config.storage_dir), Vec::<PathBuf>::new(), "nothing under the key, no incoming file");
+    // the client vanishes: the request is dropped with its incoming file
+    cut_put(&url, 16 * 1024 * 1024, 6 * 1024 * 1024, false).await;
+    app.wait_for("the incoming file removed", || async { stored_files(&app.config.storage_dir).is_empty() }).await;
+    let head = store.head(&key.as_str().into()).await;
+    assert!(matches!(head, Err(object_store::Error::NotFound { .. })), "{head:?}");
     app.stop().await;
 }
