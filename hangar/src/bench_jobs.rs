@@ -12,6 +12,8 @@ use mqtt_bridge::sim::{Fleet, FleetConfig};
 use serde_json::{json, Value};
 use shared::Config;
 
+use crate::bench_services::percentile;
+
 pub struct JobsReport {
     pub jobs: usize,
     pub created_in: Duration,
@@ -62,13 +64,6 @@ impl std::fmt::Display for JobsReport {
 const JOBS: usize = 1000;
 /// Creating a thousand jobs (each prepared on its dock) takes a while: the minute starts after it.
 const LEAD: Duration = Duration::from_secs(45);
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
 
 async fn import(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<String> {
     let kmz = wpml::write_kmz(&wpml::Mission {
@@ -133,19 +128,7 @@ pub async fn run(config: &Config, base: &str, token: &str, pool: &sqlx::PgPool) 
     .await?;
     fleet.ready(Duration::from_secs(60)).await?;
     let docks: Vec<String> = fleet.docks().iter().map(|d| d.dock_sn.clone()).collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn = ANY($1) AND bound AND online")
-                .bind(&docks)
-                .fetch_one(pool)
-                .await?;
-        if n as usize == JOBS {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "only {n} of {JOBS} docks bound");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    crate::bench_services::wait_bound(pool, &docks, Duration::from_secs(120)).await?;
 
     eprintln!("bench: broker request/reply (5 s)…");
     let mut broker = crate::bench_services::broker_round_trips(5).await?;

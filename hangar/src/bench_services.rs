@@ -92,7 +92,7 @@ const DOCKS: usize = 50;
 const RATE: f64 = 200.0;
 const SILENT: usize = 1000;
 
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -212,6 +212,23 @@ where
     out
 }
 
+/// Waits until every one of `docks` is bound and online (simulated docks bind themselves).
+pub(crate) async fn wait_bound(pool: &sqlx::PgPool, docks: &[String], within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn = ANY($1) AND bound AND online")
+                .bind(docks)
+                .fetch_one(pool)
+                .await?;
+        if n as usize == docks.len() {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {n} of {} docks bound", docks.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn command(http: &reqwest::Client, base: &str, token: &str, sn: &str) -> Option<i64> {
     let r: Value = http
         .post(format!("{base}/control/api/v1/devices/{sn}/jobs/supplement_light_open"))
@@ -248,19 +265,7 @@ pub async fn run(
 
     // the docks bind themselves with the workspace's code; wait until they are bound and online, so
     // that both measured phases see the same quiet docks
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn = ANY($1) AND bound AND online")
-                .bind(&docks)
-                .fetch_one(pool)
-                .await?;
-        if n as usize == DOCKS {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "only {n} of {DOCKS} docks bound");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_bound(pool, &docks, Duration::from_secs(60)).await?;
 
     eprintln!("bench: broker request/reply at {RATE}/s ({seconds} s)…");
     let mut broker = broker_round_trips(seconds).await?;
