@@ -25,7 +25,7 @@ pub async fn handle(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()
         _ => {}
     }
     if REMOTE_DEBUG_PROGRESS.contains(&method) || FLIGHT_NOTIFICATIONS.contains(&method) {
-        let gateway_sn = if env.gateway.is_empty() { sn.to_string() } else { env.gateway.clone() };
+        let gateway_sn = env.gateway_or(sn);
         let report = Report {
             sn: sn.to_string(),
             gateway_sn,

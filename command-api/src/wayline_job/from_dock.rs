@@ -37,17 +37,9 @@ async fn record(s: &AppState, job_id: &str, cmd: WaylineJobCommand) -> anyhow::R
     }
 }
 
-fn gateway(sn: &str, env: &Envelope) -> String {
-    if env.gateway.is_empty() {
-        sn.to_string()
-    } else {
-        env.gateway.clone()
-    }
-}
-
 /// `flighttask_progress`: `bid` is the job id.
 pub async fn progress(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()> {
-    let gw = gateway(sn, env);
+    let gw = env.gateway_or(sn);
     let output = env.data.get("output").cloned().unwrap_or(Value::Null);
     let job_id = if env.bid.is_empty() {
         output.pointer("/ext/flight_id").and_then(Value::as_str).unwrap_or_default().to_string()
@@ -73,7 +65,7 @@ pub async fn progress(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<
 
 /// `flighttask_ready` `{flight_ids}`: the dock's conditions for these conditional jobs hold.
 pub async fn ready(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()> {
-    let gw = gateway(sn, env);
+    let gw = env.gateway_or(sn);
     let ids: Vec<String> = env
         .data
         .get("flight_ids")
@@ -107,7 +99,7 @@ pub async fn ready(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()>
 
 /// `highest_priority_upload_flighttask_media` `{flight_id}`.
 pub async fn prioritized(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()> {
-    let gw = gateway(sn, env);
+    let gw = env.gateway_or(sn);
     let id = env.data.get("flight_id").and_then(Value::as_str).unwrap_or_default();
     if job_of(s, &gw, id).await?.is_some() {
         record(s, id, WaylineJobCommand::RecordMediaPrioritized).await?;
@@ -118,7 +110,7 @@ pub async fn prioritized(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Resu
 /// `file_upload_callback`: the dock uploaded a media file of a job. With result 0 it joins the
 /// workspace's media library (its `job_id` is the job's) and counts towards the job.
 pub async fn media_uploaded(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()> {
-    let gw = gateway(sn, env);
+    let gw = env.gateway_or(sn);
     let d = &env.data;
     if d.get("result").and_then(as_i64).unwrap_or(0) != codes::OK {
         tracing::info!(gateway = gw, result = ?d.get("result"), "a dock's media upload failed");

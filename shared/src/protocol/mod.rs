@@ -75,6 +75,15 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// The gateway the message names, or the serial number it came from when it names none.
+    pub fn gateway_or(&self, sn: &str) -> String {
+        if self.gateway.is_empty() {
+            sn.to_string()
+        } else {
+            self.gateway.clone()
+        }
+    }
+
     /// Reads whatever is there; `None` only when the payload is not a JSON object.
     pub fn parse(payload: &[u8]) -> Option<Self> {
         let v: Value = serde_json::from_slice(payload).ok()?;
