@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Starts whichever of PostgreSQL, NATS (JetStream) and Mosquitto is not answering on loopback, with
-# the same commands the development machines use. Safe to run any number of times.
+# the same commands the development machines use. Safe to run any number of times. On a fresh Debian
+# or Ubuntu machine it first installs what is missing (apt-get, as root; otherwise it prints the one
+# command to run).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/ensure.sh
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -12,20 +16,38 @@ wait_port() {
 }
 
 if ! port_open 5432; then
+  fresh_pg=""
+  if ! have pg_ctlcluster || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    apt_install postgresql
+    fresh_pg=1
+  fi
   echo "services: starting PostgreSQL" >&2
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
   wait_port 5432 postgresql
+  if [ -n "$fresh_pg" ] && ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; then
+    # A cluster this script just installed asks for a password on TCP; Hangar's local default
+    # (postgres://postgres@127.0.0.1:5432/hangar) is the development set-up of trust on loopback.
+    version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    hba="/etc/postgresql/$version/main/pg_hba.conf"
+    echo "services: letting the postgres role in over loopback without a password ($hba)" >&2
+    { printf 'host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust\n'; cat "$hba"; } >"$hba.new"
+    chown --reference="$hba" "$hba.new" && chmod --reference="$hba" "$hba.new" && mv "$hba.new" "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  fi
 fi
 
 if ! port_open 4222; then
+  ensure_pkg nats-server nats-server /usr/sbin/nats-server
+  nats="$(command -v nats-server || echo /usr/sbin/nats-server)"
   echo "services: starting nats-server with JetStream" >&2
   mkdir -p /var/lib/nats-server
-  start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+  start-stop-daemon --start --oknodo --background --exec "$nats" -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
   wait_port 4222 nats-server
 fi
 
 if ! port_open 1883; then
+  ensure_pkg mosquitto mosquitto /usr/sbin/mosquitto
   echo "services: starting mosquitto" >&2
   mosquitto -d -c /etc/mosquitto/mosquitto.conf
   wait_port 1883 mosquitto
