@@ -41,7 +41,9 @@ if ! port_open 4222; then
   nats="$(command -v nats-server || echo /usr/sbin/nats-server)"
   echo "services: starting nats-server with JetStream" >&2
   mkdir -p /var/lib/nats-server
-  start-stop-daemon --start --oknodo --background --exec "$nats" -- \
+  # The pid file makes "already running" mean this server, not any nats-server on the machine.
+  start-stop-daemon --start --oknodo --background --make-pidfile --pidfile /run/hangar-nats-server.pid \
+    --exec "$nats" -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
   wait_port 4222 nats-server
 fi
@@ -49,6 +51,12 @@ fi
 if ! port_open 1883; then
   ensure_pkg mosquitto mosquitto /usr/sbin/mosquitto
   echo "services: starting mosquitto" >&2
+  if [ "$(id -u)" = 0 ]; then
+    # What the packaged service makes before it starts (its pid file and log live there).
+    for d in /run/mosquitto /var/log/mosquitto; do
+      mkdir -p -m 740 "$d" && chown mosquitto: "$d" 2>/dev/null || true
+    done
+  fi
   mosquitto -d -c /etc/mosquitto/mosquitto.conf
   wait_port 1883 mosquitto
 fi

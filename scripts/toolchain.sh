@@ -8,7 +8,7 @@ if ! have cargo && [ -f "$HOME/.cargo/env" ]; then
 fi
 if ! have cargo; then
   if ! have rustup && [ "$(id -u)" = 0 ] && command -v apt-cache >/dev/null 2>&1 \
-    && apt-cache show rustup >/dev/null 2>&1; then
+    && apt-cache policy rustup 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     apt_install rustup ca-certificates
   fi
   if have rustup; then
