@@ -16,7 +16,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    let telemetry = shared::telemetry::init("command-api");
     let args = Args::parse();
-    command_api::run(args.config, shared::telemetry::shutdown_on_signal()).await
+    let result = command_api::run(args.config, shared::telemetry::shutdown_on_signal()).await;
+    telemetry.shutdown();
+    result
 }

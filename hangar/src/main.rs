@@ -137,11 +137,17 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    let telemetry = shared::telemetry::init("hangar");
     let cmd = Cli::parse().command.unwrap_or_else(|| match Cli::parse_from(["hangar", "serve"]).command {
         Some(c) => c,
         None => unreachable!("serve parses"),
     });
+    let result = run(cmd).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { config, components } => {
             let shutdown = shared::telemetry::shutdown_on_signal();

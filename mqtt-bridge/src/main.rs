@@ -16,7 +16,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    let telemetry = shared::telemetry::init("mqtt-bridge");
     let args = Args::parse();
-    mqtt_bridge::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await
+    let result = mqtt_bridge::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await;
+    telemetry.shutdown();
+    result
 }

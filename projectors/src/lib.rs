@@ -46,6 +46,7 @@ pub async fn run(config: Config, pool: PgPool, nats: async_nats::Client, shutdow
     shared::nats::ensure_streams(&js, &names, &config).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(relay::run(config.clone(), pool.clone(), js.clone(), names.clone(), shutdown.clone()));
+    tasks.spawn(relay::outbox_gauges(pool.clone(), shutdown.clone()));
     for p in all_projections() {
         tasks.spawn(runner::run(p, pool.clone(), js.clone(), names.clone(), shutdown.clone()));
     }

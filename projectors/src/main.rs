@@ -16,7 +16,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    let telemetry = shared::telemetry::init("projectors");
     let args = Args::parse();
-    projectors::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await
+    let result = projectors::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await;
+    telemetry.shutdown();
+    result
 }
