@@ -16,8 +16,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = shared::telemetry::init("projectors");
     let args = Args::parse();
+    let telemetry = shared::telemetry::init("projectors", args.config.log_format);
     let result = projectors::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await;
     telemetry.shutdown();
     result

@@ -16,8 +16,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = shared::telemetry::init("query-api");
     let args = Args::parse();
+    let telemetry = shared::telemetry::init("query-api", args.config.log_format);
     let result = query_api::run(args.config, shared::telemetry::shutdown_on_signal()).await;
     telemetry.shutdown();
     result

@@ -1,7 +1,7 @@
 //! Logs, traces and the process-wide shutdown signal shared by every binary.
 //!
 //! - Logs go to stderr, filtered by `RUST_LOG` (default `info,sqlx=warn`), as text or, with
-//!   `HANGAR_LOG_FORMAT=json`, one JSON object per line.
+//!   `HANGAR_LOG_FORMAT=json` (`Config::log_format`), one JSON object per line.
 //! - Traces are OpenTelemetry spans made through `tracing`, exported over OTLP/HTTP (protobuf) when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, under the service
 //!   name `OTEL_SERVICE_NAME` (default: the binary's name); the standard `OTEL_TRACES_SAMPLER`,
@@ -76,29 +76,15 @@ impl Telemetry {
 }
 
 /// How log lines are written (`HANGAR_LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-impl LogFormat {
-    /// `HANGAR_LOG_FORMAT`: `text` (default) or `json`.
-    pub fn from_env() -> Self {
-        match std::env::var("HANGAR_LOG_FORMAT").unwrap_or_default().trim().to_ascii_lowercase().as_str() {
-            "json" => LogFormat::Json,
-            "" | "text" => LogFormat::Text,
-            other => {
-                eprintln!("HANGAR_LOG_FORMAT={other:?} is neither text nor json; writing text");
-                LogFormat::Text
-            }
-        }
-    }
-}
-
 /// Sets up logs and, when an OTLP endpoint is configured, trace export, for the binary `service`.
 /// Call at the start of `main`, inside the Tokio runtime (the exporter sends through it).
-pub fn init(service: &str) -> Telemetry {
+pub fn init(service: &str, format: LogFormat) -> Telemetry {
     let provider = match otlp_provider(service) {
         Ok(p) => p,
         Err(e) => {
@@ -106,12 +92,12 @@ pub fn init(service: &str) -> Telemetry {
             None
         }
     };
-    install(provider, LogFormat::from_env())
+    install(provider, format)
 }
 
-/// Logs only (`RUST_LOG`, `HANGAR_LOG_FORMAT`), for tools that are not Hangar's services.
+/// Text logs only (`RUST_LOG`), for tools that are not Hangar's services.
 pub fn init_logs() {
-    let _ = install(None, LogFormat::from_env());
+    let _ = install(None, LogFormat::Text);
 }
 
 /// Installs the global subscriber: logs in `format` and, with a provider, its spans of target
@@ -144,7 +130,7 @@ where
 }
 
 /// A tracer provider exporting over OTLP/HTTP, or `None` when no endpoint is configured.
-fn otlp_provider(service: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
+pub fn otlp_provider(service: &str) -> anyhow::Result<Option<SdkTracerProvider>> {
     use opentelemetry_otlp::WithHttpConfig as _;
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {

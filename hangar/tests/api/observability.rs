@@ -288,3 +288,38 @@ async fn a_request_in_flight_when_shutdown_begins_is_answered() {
     assert_eq!(recorded, 1, "the file was recorded");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_sent_over_otlp_http_when_an_endpoint_is_configured() {
+    use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+    // a collector that keeps what is posted to it
+    let (posted_tx, mut posted) = tokio::sync::mpsc::unbounded_channel();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let _ = posted_tx.send((content_type, body));
+            async { StatusCode::OK }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    // (only this test reads the OTEL_* variables)
+    std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}"));
+    let provider = shared::telemetry::otlp_provider("hangar-otlp-check").unwrap();
+    std::env::remove_var("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let provider = provider.expect("an endpoint is configured");
+    provider.tracer("hangar").in_span("an-exported-span", |_| {});
+    // what `main` does when the process stops: the batch is sent before the exporter stops
+    provider.shutdown().unwrap();
+
+    let (content_type, body) =
+        tokio::time::timeout(Duration::from_secs(5), posted.recv()).await.expect("a POST to /v1/traces").unwrap();
+    assert_eq!(content_type, "application/x-protobuf");
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(b"an-exported-span"), "the span's name is in the request");
+    assert!(contains(b"hangar-otlp-check"), "the service name is in the request");
+    assert!(shared::telemetry::otlp_provider("x").unwrap().is_none(), "nothing without an endpoint");
+}
