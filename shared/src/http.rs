@@ -164,6 +164,30 @@ async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiJson>) -> Res
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], doc.0).into_response()
 }
 
+/// How long a stopping process keeps answering the requests in flight: longer than a command
+/// waits for its device (`HANGAR_DEVICE_REPLY_TIMEOUT_MS`, 10 s by default), shorter than the 30 s
+/// Kubernetes allows before it kills a pod, so that a client that never finishes its request
+/// cannot keep the process from ending cleanly (and sending its last spans).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Serves `app` until `shutdown`; then takes no new connection and answers the requests in flight,
+/// for at most [`DRAIN`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: crate::Shutdown,
+) -> std::io::Result<()> {
+    use std::future::IntoFuture as _;
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
+    tokio::select! {
+        served = server => served,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!(drain_secs = DRAIN.as_secs(), "HTTP requests still in flight when stopping; abandoned");
+            Ok(())
+        }
+    }
+}
+
 /// The metrics of one route, method and status.
 struct HttpSeries {
     requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
