@@ -230,7 +230,9 @@ async fn lead(
                 },
                 None => {}
             }
-            spans.push(span);
+            if !span.is_none() {
+                spans.push(span);
+            }
         }
         let positions: Vec<i64> = pending.iter().map(|(p, _)| *p).collect();
         let acks = join_all(pending.into_iter().map(|(_, f)| f.into_future())).await;
@@ -267,8 +269,8 @@ async fn lead(
 }
 
 /// The span of one event's publish (while traces are exported and the event was recorded in a
-/// trace): it continues the trace of the
-/// command that recorded the event, read from the event's metadata, and the message carries it on.
+/// trace): it continues the trace of the command that recorded the event, read from the event's
+/// metadata, and the message carries it on.
 fn publish_span(subject: &str, e: &StoredEvent, headers: &mut async_nats::HeaderMap) -> tracing::Span {
     if !shared::telemetry::enabled() || e.metadata.get(shared::telemetry::TRACEPARENT).is_none() {
         return tracing::Span::none(); // recorded by a command that was not traced
