@@ -149,7 +149,7 @@ pub async fn run(mut config: Config, shutdown: shared::Shutdown) -> anyhow::Resu
     }
     let ready = shared::health::Readiness::new().postgres(state.pool.clone()).nats(state.js.client());
     let app = shared::http::finish(router(state), ready);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    shared::http::serve(listener, app, shutdown).await?;
     while let Some(r) = tasks.join_next().await {
         r??;
     }

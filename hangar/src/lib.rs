@@ -126,9 +126,7 @@ pub async fn start(mut config: Config, components: Components, shutdown: Shutdow
         addr = Some(listener.local_addr()?);
         tracing::info!(addr = %listener.local_addr()?, "Hangar API listening");
         let sd = shutdown.clone();
-        tasks.spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(sd.cancelled_owned()).await.context("HTTP server")
-        });
+        tasks.spawn(async move { shared::http::serve(listener, app, sd).await.context("HTTP server") });
     }
     if components.projectors {
         tasks.spawn(projectors::run(config.clone(), pool.clone(), nats.clone(), shutdown.clone()));

@@ -137,11 +137,32 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
     let cmd = Cli::parse().command.unwrap_or_else(|| match Cli::parse_from(["hangar", "serve"]).command {
         Some(c) => c,
         None => unreachable!("serve parses"),
     });
+    let telemetry = shared::telemetry::init("hangar", cmd.config().log_format);
+    let result = run(cmd).await;
+    telemetry.shutdown();
+    result
+}
+
+impl Cmd {
+    fn config(&self) -> &Config {
+        match self {
+            Cmd::Serve { config, .. }
+            | Cmd::Replay { config, .. }
+            | Cmd::Export { config, .. }
+            | Cmd::ExportTelemetry { config, .. }
+            | Cmd::StateAt { config, .. }
+            | Cmd::Rebuild { config, .. }
+            | Cmd::HmsImport { config, .. }
+            | Cmd::Bench { config, .. } => config,
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Serve { config, components } => {
             let shutdown = shared::telemetry::shutdown_on_signal();

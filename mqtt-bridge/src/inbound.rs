@@ -38,6 +38,7 @@ use shared::metrics;
 use shared::nats::Names;
 use shared::{Config, Shutdown};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::mqtt::Backoff;
 use crate::topic::{self, Kind};
@@ -367,6 +368,8 @@ type Pending = Pin<Box<dyn Future<Output = (Item, Result<(), async_nats::Error>)
 struct Item {
     received: Received,
     translated: Translated,
+    /// The message's trace (while traces are exported): it ends once the MQTT ack is queued.
+    _span: tracing::Span,
 }
 
 /// Publishes to JetStream in arrival order, keeps up to `WINDOW` acks outstanding, and acks MQTT
@@ -427,9 +430,10 @@ fn max_body(js: &jetstream::Context) -> usize {
 /// Starts the JetStream publish of one message, so that JetStream order is arrival order, and
 /// returns the future of its acks.
 async fn send(js: &jetstream::Context, names: &Names, received: Received) -> Pending {
-    let translated =
+    let mut translated =
         translate(names, &received.publish.topic, &received.publish.payload, received.received_at, max_body(js));
     log_oddities(&received.publish, &translated);
+    let (span, publish_span) = trace(&received.publish, &mut translated);
     let mut acks = Vec::with_capacity(translated.messages.len());
     let mut failed = None;
     for m in &translated.messages {
@@ -441,18 +445,50 @@ async fn send(js: &jetstream::Context, names: &Names, received: Received) -> Pen
             }
         }
     }
-    let item = Item { received, translated };
-    Box::pin(async move {
-        if let Some(e) = failed {
-            return (item, Err(e.into()));
-        }
-        for ack in acks {
-            if let Err(e) = ack.await {
+    let item = Item { received, translated, _span: span };
+    Box::pin(
+        async move {
+            if let Some(e) = failed {
                 return (item, Err(e.into()));
             }
+            for ack in acks {
+                if let Err(e) = ack.await {
+                    return (item, Err(e.into()));
+                }
+            }
+            (item, Ok(()))
         }
-        (item, Ok(()))
-    })
+        .instrument(publish_span),
+    )
+}
+
+/// While traces are exported, a device message starts a trace (MQTT carries no trace context):
+/// `mqtt.receive` until its MQTT ack, and its child `jetstream.publish` until JetStream's ack,
+/// whose context the messages carry on to whoever reads them. OSD, many messages a second per
+/// device and read by nobody but WebSocket clients, is not traced.
+fn trace(publish: &Publish, translated: &mut Translated) -> (tracing::Span, tracing::Span) {
+    if !shared::telemetry::enabled() || translated.kind == Kind::Osd {
+        return (tracing::Span::none(), tracing::Span::none());
+    }
+    let receive = shared::span!(
+        "mqtt.receive",
+        otel.kind = "consumer",
+        mqtt.topic = publish.topic.as_str(),
+        kind = translated.kind.as_str(),
+        method = translated.method.as_deref(),
+        tid = translated.tid.as_deref(),
+    );
+    let publish = receive.in_scope(|| {
+        shared::span!(
+            "jetstream.publish",
+            otel.kind = "producer",
+            messaging.destination.name = translated.messages.first().map(|m| m.subject.as_str()),
+        )
+    });
+    for m in &mut translated.messages {
+        shared::telemetry::inject(&publish, &mut shared::telemetry::NatsHeaders(&mut m.headers));
+    }
+    (receive, publish)
 }
 
 /// Publishes one message again until JetStream has it, re-creating the streams in case they were

@@ -25,7 +25,7 @@
 //! - [`mqtt`]: broker URLs, client options (TCP_NODELAY on), reconnect backoff.
 //! - [`sim`]: a fleet of simulated docks for tests, demos and benchmarks (binary `dock-sim`).
 //!
-//! Metrics: `hangar_bridge_inbound_total{kind}`, `hangar_bridge_outbound_total`,
+//! Metrics: `hangar_bridge_inbound_total{kind}`, `hangar_bridge_outbound_total{kind}`,
 //! `hangar_bridge_jetstream_errors_total`, `hangar_bridge_connected{link}` (1 while an inbound
 //! (slot) or the outbound connection is up).
 

@@ -244,7 +244,7 @@ pub(crate) async fn feeder(
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let errors = metrics::counter("hangar_bridge_jetstream_errors_total", &[]);
-    let mut outstanding: HashMap<u64, (jetstream::Message, Instant)> = HashMap::new();
+    let mut outstanding: HashMap<u64, InFlight> = HashMap::new();
     let mut next_id = 0u64;
     let mut backoff = Backoff::default();
     let mut progress = tokio::time::interval(PROGRESS_AFTER / 2);
@@ -291,13 +291,14 @@ pub(crate) async fn feeder(
                         };
                         let id = next_id;
                         next_id += 1;
+                        let span = publish_span(&msg, &topic);
                         // The id goes first: the event-loop task must find it when rumqttc sends.
                         ids.send(id).context("mqtt-bridge outbound event loop stopped")?;
                         client
                             .publish_bytes(topic, QoS::AtLeastOnce, false, msg.payload.clone())
                             .await
                             .context("mqtt-bridge outbound event loop stopped")?;
-                        outstanding.insert(id, (msg, Instant::now()));
+                        outstanding.insert(id, InFlight { msg, since: Instant::now(), _span: span });
                     }
                     Some(Err(e)) => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -325,7 +326,7 @@ pub(crate) async fn feeder(
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    for (_, (msg, _)) in outstanding.drain() {
+    for (_, InFlight { msg, .. }) in outstanding.drain() {
         let _ = msg.ack_with(AckKind::Nak(None)).await;
     }
     let _ = client.try_disconnect();
@@ -356,14 +357,42 @@ fn destination(msg: &jetstream::Message) -> Option<String> {
     }
 }
 
-async fn settle(outstanding: &mut HashMap<u64, (jetstream::Message, Instant)>, outcome: Outcome) {
+/// The span of an MQTT publish (while traces are exported), continuing the trace the message
+/// carries from whoever published it to DEVICE_OUT; none for a message that carries no trace.
+fn publish_span(msg: &jetstream::Message, topic: &str) -> tracing::Span {
+    if !shared::telemetry::enabled()
+        || msg.headers.as_ref().and_then(|h| h.get(shared::telemetry::TRACEPARENT)).is_none()
+    {
+        return tracing::Span::none();
+    }
+    let span = shared::span!("mqtt.publish", otel.kind = "producer", mqtt.topic = topic);
+    shared::telemetry::follow(&span, &shared::telemetry::NatsHeadersRef(msg.headers.as_ref()));
+    span
+}
+
+/// A message handed to rumqttc, waiting for the broker's PubAck.
+struct InFlight {
+    msg: jetstream::Message,
+    since: Instant,
+    /// Its `mqtt.publish` span (while traces are exported), continuing the trace the message
+    /// carries; it ends when the message is settled.
+    _span: tracing::Span,
+}
+
+/// Messages the broker acked, by kind (the last token of the DEVICE_OUT subject: `services`,
+/// `status_reply`, …).
+static OUTBOUND: std::sync::LazyLock<metrics::CounterFamily> =
+    std::sync::LazyLock::new(|| metrics::CounterFamily::new("hangar_bridge_outbound_total", "kind"));
+
+async fn settle(outstanding: &mut HashMap<u64, InFlight>, outcome: Outcome) {
     let (id, delivered) = match outcome {
         Outcome::Delivered(id) => (id, true),
         Outcome::Failed(id) => (id, false),
     };
-    let Some((msg, _)) = outstanding.remove(&id) else { return };
+    let Some(InFlight { msg, .. }) = outstanding.remove(&id) else { return };
     let result = if delivered {
-        metrics::counter("hangar_bridge_outbound_total", &[]).fetch_add(1, Ordering::Relaxed);
+        let kind = msg.subject.rsplit('.').next().unwrap_or_default();
+        OUTBOUND.get(kind).fetch_add(1, Ordering::Relaxed);
         msg.ack().await
     } else {
         tracing::debug!(subject = %msg.subject, "outbound message not acked by the broker; JetStream will offer it again");
@@ -376,8 +405,8 @@ async fn settle(outstanding: &mut HashMap<u64, (jetstream::Message, Instant)>, o
     }
 }
 
-async fn keep_alive(outstanding: &HashMap<u64, (jetstream::Message, Instant)>) {
-    for (msg, since) in outstanding.values() {
+async fn keep_alive(outstanding: &HashMap<u64, InFlight>) {
+    for InFlight { msg, since, .. } in outstanding.values() {
         if since.elapsed() >= PROGRESS_AFTER {
             let _ = msg.ack_with(AckKind::Progress).await;
         }

@@ -1,7 +1,7 @@
 //! Projectors: the processes that move events out of Postgres and turn them into read models.
 //!
 //! - [`relay`]: drains the transactional outbox into the JetStream stream `ES`, exactly once per
-//!   event, with one active relay across replicas.
+//!   event, with one active relay across replicas; the outbox's depth and oldest age as metrics.
 //! - [`runner`]: the projection framework. One durable pull consumer per projection; the read-model
 //!   write and a per-aggregate checkpoint commit in one transaction; acks only after commit;
 //!   rebuild from the start of the stream; lag as a metric.
@@ -46,6 +46,7 @@ pub async fn run(config: Config, pool: PgPool, nats: async_nats::Client, shutdow
     shared::nats::ensure_streams(&js, &names, &config).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(relay::run(config.clone(), pool.clone(), js.clone(), names.clone(), shutdown.clone()));
+    tasks.spawn(relay::outbox_gauges(pool.clone(), shutdown.clone()));
     for p in all_projections() {
         tasks.spawn(runner::run(p, pool.clone(), js.clone(), names.clone(), shutdown.clone()));
     }

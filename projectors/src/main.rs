@@ -16,7 +16,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
     let args = Args::parse();
-    projectors::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await
+    let telemetry = shared::telemetry::init("projectors", args.config.log_format);
+    let result = projectors::run_standalone(args.config, shared::telemetry::shutdown_on_signal()).await;
+    telemetry.shutdown();
+    result
 }

@@ -29,9 +29,10 @@ use shared::nats::Names;
 use shared::{Config, Shutdown};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool, Row};
+use tracing::Instrument as _;
 
 /// Advisory lock key of the relay leader ("hangar.relay").
-const RELAY_LOCK: i64 = 0x6861_6e67_6172_0001;
+pub const RELAY_LOCK: i64 = 0x6861_6e67_6172_0001;
 const BATCH: i64 = 1000;
 /// Channel on which the event store wakes a sleeping relay (migration `outbox_notify`).
 pub const CHANNEL: &str = "hangar_outbox";
@@ -202,9 +203,12 @@ async fn lead(
         let mut publish_error = None;
         let mut failed = std::collections::HashSet::new();
         let now_ms = now.timestamp_millis();
+        let mut spans = Vec::new();
         for (subject, e) in &to_publish {
             let payload = serde_json::to_vec(&e.payload)?;
-            match js.publish_with_headers(subject.clone(), e.headers(), payload.into()).await {
+            let mut headers = e.headers();
+            let span = publish_span(subject, e, &mut headers);
+            match js.publish_with_headers(subject.clone(), headers, payload.into()).instrument(span.clone()).await {
                 Ok(ack) => pending.push((e.global_position, ack)),
                 Err(err) => {
                     publish_error = Some(anyhow::Error::new(err).context("publishing to JetStream"));
@@ -216,7 +220,7 @@ async fn lead(
                 Some(m) if m.expires_at_ms <= now_ms => {
                     tracing::warn!(topic = m.mqtt_topic, msg_id = m.msg_id, "device command expired before it was sent")
                 }
-                Some(m) => match shared::nats::publish_outbound(js, names, &m).await {
+                Some(m) => match shared::nats::publish_outbound(js, names, &m).instrument(span.clone()).await {
                     Ok(ack) => pending.push((e.global_position, ack)),
                     Err(err) => {
                         failed.insert(e.global_position);
@@ -226,9 +230,13 @@ async fn lead(
                 },
                 None => {}
             }
+            if !span.is_none() {
+                spans.push(span);
+            }
         }
         let positions: Vec<i64> = pending.iter().map(|(p, _)| *p).collect();
         let acks = join_all(pending.into_iter().map(|(_, f)| f.into_future())).await;
+        drop(spans); // a publish's span ends with its ack
         for (pos, ack) in positions.iter().zip(acks) {
             if let Err(err) = ack {
                 failed.insert(*pos);
@@ -258,4 +266,57 @@ async fn lead(
         }
     }
     Ok(())
+}
+
+/// The span of one event's publish (while traces are exported and the event was recorded in a
+/// trace): it continues the trace of the command that recorded the event, read from the event's
+/// metadata, and the message carries it on.
+fn publish_span(subject: &str, e: &StoredEvent, headers: &mut async_nats::HeaderMap) -> tracing::Span {
+    if !shared::telemetry::enabled() || e.metadata.get(shared::telemetry::TRACEPARENT).is_none() {
+        return tracing::Span::none(); // recorded by a command that was not traced
+    }
+    let span = shared::span!(
+        "relay.publish",
+        otel.kind = "producer",
+        messaging.destination.name = subject,
+        event_type = e.event_type.as_str(),
+        sequence = e.sequence,
+    );
+    shared::telemetry::follow(&span, &shared::telemetry::JsonCarrier(&e.metadata));
+    shared::telemetry::inject(&span, &mut shared::telemetry::NatsHeaders(headers));
+    span
+}
+
+/// How often the outbox gauges are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(2);
+
+/// Refreshes `hangar_outbox_depth` (rows not yet published) and `hangar_outbox_oldest_age_seconds`
+/// (how long the first of them has waited; 0 when empty) until `shutdown`. A growing age is a
+/// stuck relay (no leader, JetStream refusing), whatever the depth.
+pub async fn outbox_gauges(pool: PgPool, shutdown: Shutdown) -> anyhow::Result<()> {
+    let depth = metrics::gauge("hangar_outbox_depth", &[]);
+    let age = metrics::float_gauge("hangar_outbox_oldest_age_seconds", &[]);
+    let mut every = tokio::time::interval(GAUGES_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = every.tick() => {}
+        }
+        // the oldest row by position: an index probe, where the oldest by time would join them all
+        let row: Result<(i64, Option<f64>), _> = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM event_outbox), \
+                    (SELECT extract(epoch FROM clock_timestamp() - e.recorded_at)::float8 FROM events e \
+                     WHERE e.global_position = (SELECT min(global_position) FROM event_outbox))",
+        )
+        .fetch_one(&pool)
+        .await;
+        match row {
+            Ok((n, oldest)) => {
+                depth.store(n, std::sync::atomic::Ordering::Relaxed);
+                age.set(oldest.unwrap_or(0.0).max(0.0));
+            }
+            Err(e) => tracing::debug!(error = %e, "outbox gauges not refreshed"),
+        }
+    }
 }

@@ -172,6 +172,7 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
         })
         .collect();
 
+    let spans = apply_spans(name, msgs);
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
         .bind(lock_key(name))
@@ -253,6 +254,7 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
         .await?;
     }
     tx.commit().await?;
+    drop(spans); // each traced event's span ends with the commit of the read model
 
     // Only now, with the read model committed, tell JetStream.
     let now = Utc::now();
@@ -278,6 +280,29 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
             .store(info.pending as i64, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// One span per event of the batch that carries a trace (while traces are exported), continuing
+/// the trace from the message's headers: the event's part of the batch's read-model write.
+fn apply_spans(name: &'static str, msgs: &[jetstream::Message]) -> Vec<tracing::Span> {
+    if !shared::telemetry::enabled() {
+        return Vec::new();
+    }
+    msgs.iter()
+        .filter(|m| m.headers.as_ref().is_some_and(|h| h.get(shared::telemetry::TRACEPARENT).is_some()))
+        .map(|m| {
+            let span = shared::span!(
+                "projection.apply",
+                otel.name = format!("projection.apply {name}"),
+                otel.kind = "consumer",
+                projection = name,
+                messaging.destination.name = m.subject.as_str(),
+                batch_size = msgs.len(),
+            );
+            shared::telemetry::follow(&span, &shared::telemetry::NatsHeadersRef(m.headers.as_ref()));
+            span
+        })
+        .collect()
 }
 
 /// Starts a projection over: the next batch of a running projector notices and consumes the whole

@@ -95,9 +95,7 @@ pub async fn run(config: Config, shutdown: shared::Shutdown) -> anyhow::Result<(
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "query-api listening");
     let ready = shared::health::Readiness::new().postgres(state.pool.clone()).nats(state.nats.clone());
-    axum::serve(listener, shared::http::finish(router(state), ready))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    shared::http::serve(listener, shared::http::finish(router(state), ready), shutdown).await?;
     while let Some(r) = tasks.join_next().await {
         r??;
     }

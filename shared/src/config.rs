@@ -47,6 +47,11 @@ pub struct Config {
     #[arg(long, env = "HANGAR_TELEMETRY_RETENTION_SECS", default_value_t = 3600)]
     pub telemetry_retention_secs: u64,
 
+    /// Log lines as `text` or `json` (one object per line, for log collectors); which lines is
+    /// `RUST_LOG` (default `info,sqlx=warn`). Traces: see `shared::telemetry` (`OTEL_*` variables).
+    #[arg(long, env = "HANGAR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
+
     /// MQTT broker the bridge connects to.
     #[arg(long, env = "HANGAR_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub mqtt_url: String,

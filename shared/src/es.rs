@@ -45,6 +45,11 @@ impl StoredEvent {
         h.insert(H_METADATA, self.metadata.to_string().as_str());
         h.insert(H_RECORDED_AT, self.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).as_str());
         h.insert(H_POSITION, self.global_position.to_string().as_str());
+        // the trace of the command that recorded the event goes on with whoever reads it (the
+        // relay puts its own span in its place when it exports traces)
+        if let Some(tp) = self.metadata.get(crate::telemetry::TRACEPARENT).and_then(|v| v.as_str()) {
+            h.insert(crate::telemetry::TRACEPARENT, tp);
+        }
         h
     }
 

@@ -16,6 +16,7 @@ use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 type Store<A> = PersistedEventStore<EventRepository, A>;
 
@@ -229,6 +230,33 @@ where
     A: Aggregate<Services = ()>,
     A::Command: Clone,
 {
+    let (span, metadata) = traced(A::TYPE, aggregate_id, metadata);
+    execute_retrying(cqrs, aggregate_id, command, metadata).instrument(span).await
+}
+
+/// The span of a command (while traces are exported), and its metadata carrying that span's
+/// trace context: whoever handles its events later, in whichever process, continues the trace
+/// (the relay reads it back from the event store).
+fn traced(
+    aggregate_type: &'static str,
+    aggregate_id: &str,
+    mut metadata: HashMap<String, String>,
+) -> (tracing::Span, HashMap<String, String>) {
+    let span = crate::span!("command", otel.name = format!("command {aggregate_type}"), aggregate_type, aggregate_id);
+    crate::telemetry::inject(&span, &mut metadata);
+    (span, metadata)
+}
+
+async fn execute_retrying<A>(
+    cqrs: &Cqrs<A>,
+    aggregate_id: &str,
+    command: A::Command,
+    metadata: HashMap<String, String>,
+) -> Result<(), AggregateError<A::Error>>
+where
+    A: Aggregate<Services = ()>,
+    A::Command: Clone,
+{
     let mut attempt = 0;
     loop {
         match cqrs.framework.execute_with_metadata(aggregate_id, command.clone(), metadata.clone()).await {
@@ -259,6 +287,20 @@ where
     A: Aggregate<Services = ()>,
     A::Command: Clone,
 {
+    let (span, metadata) = traced(A::TYPE, aggregate_id, metadata);
+    execute_new_untraced(cqrs, aggregate_id, command, metadata).instrument(span).await
+}
+
+async fn execute_new_untraced<A>(
+    cqrs: &Cqrs<A>,
+    aggregate_id: &str,
+    command: A::Command,
+    metadata: HashMap<String, String>,
+) -> Result<(), AggregateError<A::Error>>
+where
+    A: Aggregate<Services = ()>,
+    A::Command: Clone,
+{
     let mut aggregate = A::default();
     let sink = EventSink::<A>::default();
     if aggregate.handle(command.clone(), &(), &sink).await.is_ok() {
@@ -277,7 +319,7 @@ where
             }
         }
     }
-    execute(cqrs, aggregate_id, command, metadata).await
+    execute_retrying(cqrs, aggregate_id, command, metadata).await
 }
 
 /// The current state of an aggregate, read from the event store (never from a read model, which

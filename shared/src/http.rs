@@ -128,6 +128,8 @@ pub fn finish(router: OpenApiRouter, ready: crate::health::Readiness) -> axum::R
         // the document exists only once every route is in, so its handler finds it here
         .layer(axum::Extension(doc))
         .fallback(not_found)
+        // per route (axum's `layer` wraps each route, so the route's template is known here)
+        .layer(axum::middleware::from_fn(observe))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn(cors))
 }
@@ -160,6 +162,106 @@ async fn readyz(State(ready): State<crate::health::Readiness>) -> Response {
 #[utoipa::path(get, path = "/openapi.json", tag = "Operations", summary = "This document", security(()))]
 async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiJson>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], doc.0).into_response()
+}
+
+/// How long a stopping process keeps answering the requests in flight: longer than a command
+/// waits for its device (`HANGAR_DEVICE_REPLY_TIMEOUT_MS`, 10 s by default), shorter than the 30 s
+/// Kubernetes allows before it kills a pod, so that a client that never finishes its request
+/// cannot keep the process from ending cleanly (and sending its last spans).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Serves `app` until `shutdown`; then takes no new connection and answers the requests in flight,
+/// for at most [`DRAIN`].
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: crate::Shutdown,
+) -> std::io::Result<()> {
+    use std::future::IntoFuture as _;
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future();
+    tokio::select! {
+        served = server => served,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!(drain_secs = DRAIN.as_secs(), "HTTP requests still in flight when stopping; abandoned");
+            Ok(())
+        }
+    }
+}
+
+/// The metrics of one route, method and status.
+struct HttpSeries {
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    latency: std::sync::Arc<crate::metrics::Summary>,
+}
+
+/// Route template → (method, status) → series. Routes, methods and statuses are finite sets, so
+/// the series live for the process; looking one up takes a read lock and allocates nothing.
+type HttpSeriesMap =
+    std::collections::HashMap<Box<str>, std::collections::HashMap<(&'static str, u16), &'static HttpSeries>>;
+static HTTP_SERIES: std::sync::LazyLock<std::sync::RwLock<HttpSeriesMap>> = std::sync::LazyLock::new(Default::default);
+
+fn http_series(route: &str, method: &'static str, status: u16) -> &'static HttpSeries {
+    if let Some(s) =
+        HTTP_SERIES.read().unwrap_or_else(|e| e.into_inner()).get(route).and_then(|m| m.get(&(method, status)))
+    {
+        return s;
+    }
+    let mut all = HTTP_SERIES.write().unwrap_or_else(|e| e.into_inner());
+    all.entry(route.into()).or_default().entry((method, status)).or_insert_with(|| {
+        let code = status.to_string();
+        let labels = [("route", route), ("method", method), ("status", code.as_str())];
+        Box::leak(Box::new(HttpSeries {
+            requests: crate::metrics::counter("hangar_http_requests_total", &labels),
+            latency: crate::metrics::summary("hangar_http_request_duration_seconds", &labels),
+        }))
+    })
+}
+
+/// A method as a label: the standard ones by name, anything else as `other` (a client must not be
+/// able to grow the label set).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Every request, by route template (axum's `MatchedPath`: `/media/api/v1/workspaces/{workspace_id}/…`,
+/// never the raw path; `unmatched` for paths no route serves), method and status:
+/// `hangar_http_requests_total` and the latency summary `hangar_http_request_duration_seconds`
+/// (until the response head). While traces are exported, the request's span, continuing the
+/// caller's `traceparent` when it sends one.
+pub async fn observe(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let started = std::time::Instant::now();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    let method = method_label(req.method());
+    let span = crate::span!(
+        "http.request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if !span.is_none() {
+        span.record("otel.name", format!("{method} {route}"));
+        crate::telemetry::follow(&span, &crate::telemetry::HttpHeaders(req.headers()));
+    }
+    let res = next.run(req).instrument(span.clone()).await;
+    let status = res.status().as_u16();
+    span.record("http.response.status_code", status);
+    let series = http_series(route, method, status);
+    series.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    series.latency.observe(started.elapsed());
+    res
 }
 
 /// Answer for a path no route serves: DJI's envelope with a message naming the path.

@@ -14,7 +14,9 @@
 //! - [`health`]: readiness (`/readyz`): whether PostgreSQL, NATS and the MQTT broker answer.
 //! - [`storage`]: object storage (local folder or S3-compatible) and STS credentials.
 //! - [`openapi`]: the OpenAPI document each HTTP process serves, built from its routes.
-//! - [`metrics`]: counters and latency summaries rendered in Prometheus text format.
+//! - [`metrics`]: counters, gauges and latency summaries rendered in Prometheus text format.
+//! - [`telemetry`]: logs (text or JSON), OpenTelemetry traces exported over OTLP when configured,
+//!   W3C trace context in event metadata and NATS headers, and the shutdown signal.
 //! - [`time`]: DJI's date-time formats.
 
 pub mod auth;

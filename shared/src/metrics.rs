@@ -15,6 +15,7 @@ struct Registry {
     counters: RwLock<BTreeMap<String, Arc<AtomicU64>>>,
     gauges: RwLock<BTreeMap<String, Arc<AtomicI64>>>,
     summaries: RwLock<BTreeMap<String, Arc<Summary>>>,
+    float_gauges: RwLock<BTreeMap<String, Arc<FloatGauge>>>,
 }
 
 fn key(name: &str, labels: &[(&str, &str)]) -> String {
@@ -42,6 +43,45 @@ pub fn gauge(name: &str, labels: &[(&str, &str)]) -> Arc<AtomicI64> {
 
 pub fn summary(name: &str, labels: &[(&str, &str)]) -> Arc<Summary> {
     get_or_insert(&REGISTRY.summaries, key(name, labels))
+}
+
+/// A gauge whose value is not a whole number (an age in seconds).
+pub fn float_gauge(name: &str, labels: &[(&str, &str)]) -> Arc<FloatGauge> {
+    get_or_insert(&REGISTRY.float_gauges, key(name, labels))
+}
+
+#[derive(Default)]
+pub struct FloatGauge(AtomicU64);
+
+impl FloatGauge {
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Counters of one metric told apart by one label whose values are known only at run time but
+/// come from a small set (MQTT topic kinds): looked up by value without allocating.
+pub struct CounterFamily {
+    name: &'static str,
+    label: &'static str,
+    members: RwLock<std::collections::HashMap<Box<str>, Arc<AtomicU64>>>,
+}
+
+impl CounterFamily {
+    pub fn new(name: &'static str, label: &'static str) -> Self {
+        Self { name, label, members: RwLock::default() }
+    }
+
+    pub fn get(&self, value: &str) -> Arc<AtomicU64> {
+        if let Some(c) = self.members.read().unwrap_or_else(|e| e.into_inner()).get(value) {
+            return c.clone();
+        }
+        let c = counter(self.name, &[(self.label, value)]);
+        self.members.write().unwrap_or_else(|e| e.into_inner()).entry(value.into()).or_insert(c).clone()
+    }
 }
 
 const DECADES: usize = 9; // 1 µs .. 1,000 s
@@ -133,6 +173,9 @@ pub fn render() -> String {
     for (k, v) in REGISTRY.gauges.read().unwrap_or_else(|e| e.into_inner()).iter() {
         let _ = writeln!(out, "{k} {}", v.load(Ordering::Relaxed));
     }
+    for (k, v) in REGISTRY.float_gauges.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = writeln!(out, "{k} {}", v.get());
+    }
     for (k, s) in REGISTRY.summaries.read().unwrap_or_else(|e| e.into_inner()).iter() {
         let (name, labels) = match k.split_once('{') {
             Some((n, l)) => (n, format!(",{}", l.trim_end_matches('}'))),
@@ -184,5 +227,10 @@ mod tests {
         assert!(r.contains("hangar_test_total{p=\"x\"} 2"), "{r}");
         assert!(r.contains("hangar_test_seconds{quantile=\"0.5\",p=\"x\"} 0.005"), "{r}");
         assert!(r.contains("hangar_test_seconds_count{p=\"x\"} 1"), "{r}");
+        float_gauge("hangar_test_age_seconds", &[]).set(1.25);
+        CounterFamily::new("hangar_test_kind_total", "kind").get("status").fetch_add(3, Ordering::Relaxed);
+        let r = render();
+        assert!(r.contains("hangar_test_age_seconds 1.25"), "{r}");
+        assert!(r.contains("hangar_test_kind_total{kind=\"status\"} 3"), "{r}");
     }
 }

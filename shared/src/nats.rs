@@ -129,6 +129,7 @@ pub async fn publish_outbound(
     h.insert(crate::protocol::H_MQTT_TOPIC, m.mqtt_topic.as_str());
     h.insert("Nats-Msg-Id", m.msg_id.as_str());
     h.insert(crate::protocol::H_EXPIRES_AT, m.expires_at_ms.to_string().as_str());
+    crate::telemetry::inject_current(&mut h);
     js.publish_with_headers(names.device_out_subject(&m.gateway_sn, m.kind), h, m.body.clone().into()).await
 }
 

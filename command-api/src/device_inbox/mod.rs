@@ -36,6 +36,7 @@ use shared::event_store::{execute, metadata};
 use shared::protocol::{self, Envelope, Topic, TopicKind, H_MQTT_TOPIC, H_RECEIVED_AT};
 use shared::Shutdown;
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 use crate::AppState;
 
@@ -167,7 +168,9 @@ async fn lane(s: AppState, seen: LastSeen, mut rx: tokio::sync::mpsc::Receiver<j
         let received_at_ms = header(H_RECEIVED_AT)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
             .map_or_else(|| chrono::Utc::now().timestamp_millis(), |t| t.timestamp_millis());
-        let ack = match handle(&s, &seen, &topic, &m.payload, received_at_ms).await {
+        let span = shared::span!("device_inbox.handle", otel.kind = "consumer", mqtt.topic = topic.as_str());
+        shared::telemetry::follow(&span, &shared::telemetry::NatsHeadersRef(m.headers.as_ref()));
+        let ack = match handle(&s, &seen, &topic, &m.payload, received_at_ms).instrument(span).await {
             Ok(()) => m.ack().await,
             Err(e) => {
                 // the database or JetStream is unavailable: try this message again soon
@@ -249,10 +252,16 @@ pub async fn send(s: &AppState, gateway_sn: &str, topic: &str, tid: &str, body: 
     if !tid.is_empty() {
         h.insert("Nats-Msg-Id", format!("{topic}/{tid}").as_str());
     }
-    s.js.publish_with_headers(s.names.device_out_subject(gateway_sn, kind), h, body.into())
-        .await?
-        .await
-        .context("DEVICE_OUT ack")?;
+    let span = shared::span!("reply.publish", otel.kind = "producer", mqtt.topic = topic, tid);
+    shared::telemetry::inject(&span, &mut shared::telemetry::NatsHeaders(&mut h));
+    async {
+        s.js.publish_with_headers(s.names.device_out_subject(gateway_sn, kind), h, body.into())
+            .await?
+            .await
+            .context("DEVICE_OUT ack")
+    }
+    .instrument(span)
+    .await?;
     Ok(())
 }
 

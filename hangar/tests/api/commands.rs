@@ -149,6 +149,7 @@ async fn dock_commands_carry_the_exact_method_and_data_and_answer_with_the_devic
     let (app, dock, token) = app_and_dock(1500).await;
     let sn = dock.sn.clone();
     let ok = json!({"code": 0, "message": "success", "data": ""});
+    let metrics_before = app.metrics().await;
 
     assert_eq!(job(&app, &token, &sn, "cover_open", json!({})).await, ok);
     let sent = dock.got("cover_open");
@@ -234,6 +235,21 @@ async fn dock_commands_carry_the_exact_method_and_data_and_answer_with_the_devic
     .await
     .unwrap();
     assert_eq!(who["user"], "adminPC");
+
+    // and their outcomes are counted: 8 answered 0, 1 device error, 1 unanswered
+    let metrics = app.metrics().await;
+    let counted = |series: &str| {
+        let value = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+                .map_or(0.0, |v| v.parse::<f64>().unwrap())
+        };
+        value(&metrics) - value(&metrics_before)
+    };
+    assert_eq!(counted("hangar_device_commands_total{outcome=\"ok\"}"), 8.0, "{metrics}");
+    assert_eq!(counted("hangar_device_commands_total{outcome=\"device_error\"}"), 1.0, "{metrics}");
+    assert_eq!(counted("hangar_device_commands_total{outcome=\"no_reply\"}"), 1.0, "{metrics}");
+    assert_eq!(counted("hangar_device_command_seconds_count"), 10.0, "{metrics}");
     app.stop().await;
 }
 

@@ -91,6 +91,18 @@ impl TestApp {
         let _ = std::fs::remove_dir_all(&self.config.storage_dir);
     }
 
+    /// Starts a shutdown, as SIGTERM does, without waiting for it (see [`Self::stop`]).
+    pub fn begin_shutdown(&self) {
+        if let Some(r) = &self.running {
+            r.shutdown.cancel();
+        }
+    }
+
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
     /// Stops the system and keeps its database, streams and files, as a process that is restarted.
     pub async fn halt(mut self) {
         if let Some(r) = self.running.take() {

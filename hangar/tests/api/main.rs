@@ -12,6 +12,7 @@ mod export;
 mod helpers;
 mod history;
 mod media;
+mod observability;
 mod openapi;
 mod readiness;
 mod replay;

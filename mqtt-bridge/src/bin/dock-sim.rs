@@ -87,7 +87,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    shared::telemetry::init();
+    shared::telemetry::init_logs();
     let args = Args::parse();
     let fleet = Fleet::start(FleetConfig {
         broker: args.broker.clone(),
