@@ -15,6 +15,7 @@ mod media;
 mod openapi;
 mod readiness;
 mod replay;
+mod replicas;
 mod s3;
 mod storage;
 mod wayline_file;
