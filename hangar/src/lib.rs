@@ -1,13 +1,15 @@
 //! Hangar in one process: command-api and query-api on one port, the projectors (outbox relay and
 //! projections) and the mqtt-bridge, sharing one Postgres pool and one NATS connection. Also the
 //! operator and analyst commands: [`replay`], [`export`], `state-at` ([`shared::history`]),
-//! [`rebuild`](projectors::runner::rebuild) and [`bench`].
+//! [`rebuild`](projectors::runner::rebuild) and [`bench`] (with [`bench_replicas`]: one against three
+//! processes of each service).
 //! With the local object store it also serves the S3-compatible endpoint devices upload to
 //! (`command_api::s3_endpoint`).
 
 pub mod bench;
 pub mod bench_devices;
 pub mod bench_jobs;
+pub mod bench_replicas;
 pub mod bench_services;
 pub mod bench_storage;
 pub mod bench_wpml;
