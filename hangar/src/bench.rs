@@ -135,7 +135,15 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
     if args.only.as_deref() == Some("replicas") {
         // Its systems are child processes of its own: no Hangar in this process.
         let replicas = Some(crate::bench_replicas::run(&base, &args).await?);
-        return Ok(Report { media: None, devices: None, services: None, storage: None, wpml: None, jobs: None, replicas });
+        return Ok(Report {
+            media: None,
+            devices: None,
+            services: None,
+            storage: None,
+            wpml: None,
+            jobs: None,
+            replicas,
+        });
     }
     let tag = format!("bench{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     let mut config = base.clone();

@@ -175,7 +175,12 @@ pub(crate) struct WsStats {
 }
 
 /// Counts OSD pushes for devices whose serial starts with `prefix`, and the probe's latency.
-pub(crate) async fn ws_client(base: &str, token: &str, prefix: String, probe_sn: String) -> anyhow::Result<Arc<WsStats>> {
+pub(crate) async fn ws_client(
+    base: &str,
+    token: &str,
+    prefix: String,
+    probe_sn: String,
+) -> anyhow::Result<Arc<WsStats>> {
     let url = format!("{}/api/v1/ws?x-auth-token={token}", base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     let stats =

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
-use mqtt_bridge::sim::Fleet;
 use mqtt_bridge::mqtt::{self, BrokerUrl};
+use mqtt_bridge::sim::Fleet;
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::json;
 use shared::metrics::Summary;

@@ -593,14 +593,19 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
         timings.lock().unwrap().values().all(|(_, took)| took.is_some())
     })
     .await;
-    let (mut slowest, mut after_kill) = (Duration::ZERO, 0);
+    let (mut slowest, mut after_kill, mut slowest_ever) = (Duration::ZERO, 0, Duration::ZERO);
     for (at, took) in timings.lock().unwrap().values() {
+        slowest_ever = slowest_ever.max(took.unwrap());
         if *at >= bridge_killed {
             after_kill += 1;
             slowest = slowest.max(took.unwrap());
         }
     }
-    eprintln!("{after_kill} device requests after the bridge kill, slowest answered in {slowest:?}");
+    eprintln!(
+        "{after_kill} device requests after the bridge kill, slowest answered in {slowest:?}; \
+         slowest of all {} requests: {slowest_ever:?}",
+        timings.lock().unwrap().len()
+    );
     assert!(after_kill >= PROBES * 20, "the probes kept asking after the bridge kill: {after_kill}");
     assert!(slowest < ANSWERED_WITHIN, "a device waited {slowest:?} for its answer after the bridge died");
 
