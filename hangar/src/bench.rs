@@ -33,7 +33,9 @@ pub struct BenchArgs {
     /// WebSocket against the broker), `services` (commands to docks and their answers against
     /// the broker's own request/reply), `storage` (an upload through the S3 endpoint against a
     /// file copy), `wpml` (reading a 1,000-waypoint KMZ against inflating it) or `jobs` (1,000
-    /// timed jobs on 1,000 docks due within one minute, against the broker's round trip).
+    /// timed jobs on 1,000 docks due within one minute, against the broker's round trip); or
+    /// `replicas` (run only when asked: the upload-callback and device benches against one and
+    /// against three processes of each service, with their ratios and loss and duplicate counts).
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -47,6 +49,7 @@ pub struct Report {
     pub storage: Option<crate::bench_storage::StorageReport>,
     pub wpml: Option<crate::bench_wpml::WpmlReport>,
     pub jobs: Option<crate::bench_jobs::JobsReport>,
+    pub replicas: Option<crate::bench_replicas::ReplicasReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -67,7 +70,10 @@ impl std::fmt::Display for Report {
             writeln!(f, "{w}")?;
         }
         if let Some(j) = &self.jobs {
-            write!(f, "{j}")?;
+            writeln!(f, "{j}")?;
+        }
+        if let Some(r) = &self.replicas {
+            write!(f, "{r}")?;
         }
         Ok(())
     }
@@ -126,6 +132,19 @@ impl std::fmt::Display for MediaReport {
 }
 
 pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
+    if args.only.as_deref() == Some("replicas") {
+        // Its systems are child processes of its own: no Hangar in this process.
+        let replicas = Some(crate::bench_replicas::run(&base, &args).await?);
+        return Ok(Report {
+            media: None,
+            devices: None,
+            services: None,
+            storage: None,
+            wpml: None,
+            jobs: None,
+            replicas,
+        });
+    }
     let tag = format!("bench{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     let mut config = base.clone();
     let opts: PgConnectOptions = base.database_url.parse().context("database URL")?;
@@ -189,7 +208,7 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices, services, storage, wpml, jobs })
+        Ok(Report { media, devices, services, storage, wpml, jobs, replicas: None })
     }
     .await;
     running.stop().await.ok();
@@ -281,7 +300,7 @@ async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Resul
     })
 }
 
-async fn login(
+pub(crate) async fn login(
     http: &reqwest::Client,
     base: &str,
     username: &str,
@@ -305,7 +324,7 @@ async fn login(
     bail!("could not log in")
 }
 
-async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
+pub(crate) async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
     let body = json!({
         "object_key": format!("media/{WORKSPACE}/bench/DJI_{n:08}.JPG"),
         "name": format!("DJI_{n:08}.JPG"),
@@ -421,7 +440,7 @@ fn pgbench_latency(config: &Config, args: &BenchArgs, rate: f64) -> anyhow::Resu
     result
 }
 
-async fn cleanup(base: &Config, tag: &str) {
+pub(crate) async fn cleanup(base: &Config, tag: &str) {
     if let Ok(nats) = shared::nats::connect(base).await {
         let js = async_nats::jetstream::new(nats);
         let names = shared::nats::Names::new(tag);

@@ -112,11 +112,11 @@ async fn window<F: Fn() -> u64>(fleet: &Fleet, seconds: u64, delivered: F) -> (f
     ((s1 - s0) as f64 / dt, (d1 - d0) as f64 / dt)
 }
 
-fn fleet_config(prefix: &str, docks: usize, hz: f64) -> FleetConfig {
+pub(crate) fn fleet_config(prefix: &str, docks: usize, hz: f64) -> FleetConfig {
     FleetConfig { docks, osd_hz: hz, sn_prefix: prefix.into(), hms_every: None, ..Default::default() }
 }
 
-async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::Result<()> {
+pub(crate) async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND online")
@@ -168,14 +168,19 @@ async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::R
     Ok(())
 }
 
-struct WsStats {
-    osd: AtomicU64,
-    probes: Mutex<HashSet<u64>>,
-    latency: Summary,
+pub(crate) struct WsStats {
+    pub(crate) osd: AtomicU64,
+    pub(crate) probes: Mutex<HashSet<u64>>,
+    pub(crate) latency: Summary,
 }
 
 /// Counts OSD pushes for devices whose serial starts with `prefix`, and the probe's latency.
-async fn ws_client(base: &str, token: &str, prefix: String, probe_sn: String) -> anyhow::Result<Arc<WsStats>> {
+pub(crate) async fn ws_client(
+    base: &str,
+    token: &str,
+    prefix: String,
+    probe_sn: String,
+) -> anyhow::Result<Arc<WsStats>> {
     let url = format!("{}/api/v1/ws?x-auth-token={token}", base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     let stats =

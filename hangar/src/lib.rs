@@ -1,13 +1,15 @@
 //! Hangar in one process: command-api and query-api on one port, the projectors (outbox relay and
 //! projections) and the mqtt-bridge, sharing one Postgres pool and one NATS connection. Also the
 //! operator and analyst commands: [`replay`], [`export`], `state-at` ([`shared::history`]),
-//! [`rebuild`](projectors::runner::rebuild) and [`bench`].
+//! [`rebuild`](projectors::runner::rebuild) and [`bench`] (with [`bench_replicas`]: one against three
+//! processes of each service).
 //! With the local object store it also serves the S3-compatible endpoint devices upload to
 //! (`command_api::s3_endpoint`).
 
 pub mod bench;
 pub mod bench_devices;
 pub mod bench_jobs;
+pub mod bench_replicas;
 pub mod bench_services;
 pub mod bench_storage;
 pub mod bench_wpml;
@@ -21,27 +23,35 @@ use shared::storage::Storage;
 use shared::{Config, Shutdown};
 use tokio::task::JoinSet;
 
-/// Which parts run in this process.
-#[derive(Debug, Clone, Copy)]
+/// Which parts run in this process. command-api and query-api together share one port (the
+/// `api` component); either alone serves only its own routes on `HANGAR_LISTEN`, as its own
+/// Deployment does in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Components {
-    pub api: bool,
+    pub command: bool,
+    pub query: bool,
     pub projectors: bool,
     pub bridge: bool,
 }
 
 impl Components {
-    pub const ALL: Self = Self { api: true, projectors: true, bridge: true };
+    pub const ALL: Self = Self { command: true, query: true, projectors: true, bridge: true };
+    pub const NONE: Self = Self { command: false, query: false, projectors: false, bridge: false };
 
-    /// Parses `api,projectors,bridge` (any subset).
+    /// Parses `api,command,query,projectors,bridge` (any subset; `api` is command and query).
     pub fn parse(s: &str) -> anyhow::Result<Self> {
-        let mut c = Self { api: false, projectors: false, bridge: false };
+        let mut c = Self::NONE;
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
-                "api" => c.api = true,
+                "api" => (c.command, c.query) = (true, true),
+                "command" => c.command = true,
+                "query" => c.query = true,
                 "projectors" => c.projectors = true,
                 "bridge" => c.bridge = true,
                 "all" => c = Self::ALL,
-                other => anyhow::bail!("unknown component {other:?}: use api, projectors, bridge or all"),
+                other => {
+                    anyhow::bail!("unknown component {other:?}: use api, command, query, projectors, bridge or all")
+                }
             }
         }
         Ok(c)
@@ -50,9 +60,9 @@ impl Components {
 
 /// A started system.
 pub struct Running {
-    /// Where the HTTP API listens (when `api` runs).
+    /// Where the HTTP API listens (when command-api or query-api runs).
     pub addr: Option<SocketAddr>,
-    /// Where the S3-compatible endpoint listens (when `api` runs on the local object folder).
+    /// Where the S3-compatible endpoint listens (when command-api runs on the local object folder).
     pub s3_addr: Option<SocketAddr>,
     pub shutdown: Shutdown,
     pub tasks: JoinSet<anyhow::Result<()>>,
@@ -106,25 +116,32 @@ pub async fn start(mut config: Config, components: Components, shutdown: Shutdow
         ready = ready.mqtt(bridge.subscribed());
         tasks.spawn(bridge.join());
     }
-    if components.api {
-        let s3_listener = command_api::s3_endpoint::bind(&mut config).await?;
+    if components.command || components.query {
+        // The S3 endpoint is command-api's; binding it may settle the public address in `config`.
+        let s3_listener = if components.command { command_api::s3_endpoint::bind(&mut config).await? } else { None };
         let storage = Storage::new(&config)?;
         if let Some(l) = s3_listener {
             s3_addr = Some(l.local_addr()?);
             tasks.spawn(command_api::s3_endpoint::serve(l, storage.clone(), shutdown.clone()));
         }
-        let hub = query_api::ws::Hub::new(shutdown.clone());
-        let commands = command_api::AppState::new(config.clone(), pool.clone(), storage.clone(), js.clone());
-        command_api::spawn_tasks(&commands, &shutdown, &mut tasks);
-        let queries = query_api::AppState::new(config.clone(), pool.clone(), storage, hub, nats.clone());
-        query_api::spawn_tasks(&queries, &shutdown, &mut tasks);
-        let app = command_api::router(commands).merge(query_api::router(queries));
+        let mut app = utoipa_axum::router::OpenApiRouter::new();
+        if components.command {
+            let commands = command_api::AppState::new(config.clone(), pool.clone(), storage.clone(), js.clone());
+            command_api::spawn_tasks(&commands, &shutdown, &mut tasks);
+            app = app.merge(command_api::router(commands));
+        }
+        if components.query {
+            let hub = query_api::ws::Hub::new(shutdown.clone());
+            let queries = query_api::AppState::new(config.clone(), pool.clone(), storage, hub, nats.clone());
+            query_api::spawn_tasks(&queries, &shutdown, &mut tasks);
+            app = app.merge(query_api::router(queries));
+        }
         let app = shared::http::finish(app, ready);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         addr = Some(listener.local_addr()?);
-        tracing::info!(addr = %listener.local_addr()?, "Hangar API listening");
+        tracing::info!(addr = %listener.local_addr()?, ?components, "Hangar API listening");
         let sd = shutdown.clone();
         tasks.spawn(async move { shared::http::serve(listener, app, sd).await.context("HTTP server") });
     }

@@ -28,7 +28,8 @@ enum Cmd {
     Serve {
         #[command(flatten)]
         config: Config,
-        /// Parts to run in this process: any of api, projectors, bridge (or all).
+        /// Parts to run in this process: any of api (command-api and query-api on one port),
+        /// command, query (either alone on HANGAR_LISTEN), projectors, bridge; or all.
         #[arg(long, env = "HANGAR_COMPONENTS", default_value = "all")]
         components: String,
     },

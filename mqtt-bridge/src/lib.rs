@@ -98,7 +98,8 @@ impl Bridge {
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = watch::channel(false);
         tasks.spawn(outbound::mqtt_loop(outbound.eventloop, ids_rx, outcomes_tx, link_tx, stop.clone()));
-        tasks.spawn(outbound::feeder(js, names, outbound.client, ids_tx, outcomes_rx, link_rx, stop.clone()));
+        let ack_wait = Duration::from_millis(config.mqtt_slot_lease_ms);
+        tasks.spawn(outbound::feeder(js, names, ack_wait, outbound.client, ids_tx, outcomes_rx, link_rx, stop.clone()));
 
         tracing::info!(
             broker = %config.mqtt_url,

@@ -31,9 +31,6 @@ use crate::{topic, H_MQTT_TOPIC};
 
 /// Messages taken from JetStream and not yet settled.
 const WINDOW: usize = 256;
-/// How long after their delivery outstanding messages tell JetStream they are still being worked
-/// on, so that a slow broker does not make JetStream hand them out a second time.
-const PROGRESS_AFTER: Duration = Duration::from_secs(10);
 /// How long a shutdown waits for PubAcks of messages already published.
 const DRAIN: Duration = Duration::from_secs(5);
 /// A message that could not be delivered is offered again after this long.
@@ -202,12 +199,16 @@ pub(crate) async fn mqtt_loop(
     Ok(())
 }
 
-fn consumer_config(names: &Names) -> consumer::pull::Config {
+/// The DEVICE_OUT consumer. Its `ack_wait` is the slot lease time: a message taken by a replica
+/// that died is handed to another one as soon as that replica's slots are, so a device waits on
+/// a dead bridge no longer for its commands than for the answers to its own messages. Messages a
+/// live replica is still sending tell JetStream so (see [`keep_alive`]) well before that.
+fn consumer_config(names: &Names, ack_wait: Duration) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(names.consumer("mqtt_bridge_out")),
         description: Some("mqtt-bridge: publishes device messages to the broker".into()),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        ack_wait,
         deliver_policy: consumer::DeliverPolicy::All,
         filter_subject: names.device_out_filter(None),
         max_ack_pending: WINDOW as i64,
@@ -215,12 +216,17 @@ fn consumer_config(names: &Names) -> consumer::pull::Config {
     }
 }
 
-async fn open(js: &jetstream::Context, names: &Names) -> anyhow::Result<consumer::pull::Stream> {
+async fn open(js: &jetstream::Context, names: &Names, ack_wait: Duration) -> anyhow::Result<consumer::pull::Stream> {
     let stream = js.get_stream(names.device_out_stream()).await.context("DEVICE_OUT stream")?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(&names.consumer("mqtt_bridge_out"), consumer_config(names))
+    let config = consumer_config(names, ack_wait);
+    let mut consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(&names.consumer("mqtt_bridge_out"), config.clone())
         .await
         .context("mqtt-bridge outbound consumer")?;
+    if consumer.cached_info().config.ack_wait != ack_wait {
+        // Made under another lease time (or by an older version): bring it to this one's.
+        consumer = stream.create_consumer(config).await.context("changing the outbound consumer's ack_wait")?;
+    }
     consumer
         .stream()
         .max_messages_per_batch(WINDOW)
@@ -234,9 +240,11 @@ async fn open(js: &jetstream::Context, names: &Names) -> anyhow::Result<consumer
 /// Takes messages from DEVICE_OUT while the link is up, hands them to rumqttc and settles them
 /// with JetStream as their outcomes come back.
 #[tracing::instrument(name = "bridge_outbound_feeder", skip_all, fields(stream = %names.device_out_stream()))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn feeder(
     js: jetstream::Context,
     names: Names,
+    ack_wait: Duration,
     client: AsyncClient,
     ids: mpsc::UnboundedSender<u64>,
     mut outcomes: mpsc::UnboundedReceiver<Outcome>,
@@ -247,9 +255,11 @@ pub(crate) async fn feeder(
     let mut outstanding: HashMap<u64, InFlight> = HashMap::new();
     let mut next_id = 0u64;
     let mut backoff = Backoff::default();
-    let mut progress = tokio::time::interval(PROGRESS_AFTER / 2);
+    // Outstanding messages say they are in progress once half their ack_wait has passed.
+    let progress_after = ack_wait / 2;
+    let mut progress = tokio::time::interval(ack_wait / 4);
     'consume: while !shutdown.is_cancelled() {
-        let mut messages = match open(&js, &names).await {
+        let mut messages = match open(&js, &names, ack_wait).await {
             Ok(m) => m,
             Err(e) => {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +282,7 @@ pub(crate) async fn feeder(
                         break 'consume; // the event-loop task is gone
                     }
                 }
-                _ = progress.tick() => keep_alive(&outstanding).await,
+                _ = progress.tick() => keep_alive(&outstanding, progress_after).await,
                 next = messages.next(), if outstanding.len() < WINDOW => match next {
                     Some(Ok(msg)) => {
                         backoff.reset();
@@ -405,9 +415,11 @@ async fn settle(outstanding: &mut HashMap<u64, InFlight>, outcome: Outcome) {
     }
 }
 
-async fn keep_alive(outstanding: &HashMap<u64, InFlight>) {
+/// Tells JetStream that messages handed to the broker longer than `after` ago are still being
+/// worked on, so that a slow broker does not make JetStream hand them out a second time.
+async fn keep_alive(outstanding: &HashMap<u64, InFlight>, after: Duration) {
     for InFlight { msg, since, .. } in outstanding.values() {
-        if since.elapsed() >= PROGRESS_AFTER {
+        if since.elapsed() >= after {
             let _ = msg.ack_with(AckKind::Progress).await;
         }
     }

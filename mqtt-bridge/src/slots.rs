@@ -8,8 +8,9 @@
 //! So the group has a fixed number of members, the slots (`HANGAR_MQTT_SLOTS`): slot `i` is the
 //! persistent session [`client_id`] `<group>-slot-<i>`, and whichever process holds the slot's
 //! lease runs its connection (the inbound link of [`crate::inbound`]). Leases are entries of a
-//! JetStream key-value bucket ([`bucket`]) whose entries expire after [`LEASE_TTL`]: a holder
-//! renews its leases every [`RENEW`] with a compare-and-set on the revision, and a free slot is
+//! JetStream key-value bucket ([`bucket`]) whose entries expire after the lease time
+//! (`HANGAR_MQTT_SLOT_LEASE_MS`, 1 s): a holder renews its leases every
+//! `HANGAR_MQTT_SLOT_RENEW_MS` (250 ms) with a compare-and-set on the revision, and a free slot is
 //! claimed with `create`, which fails while anyone holds it. When a process dies its leases
 //! expire, the survivors claim its slots and resume the sessions: the broker delivers what it
 //! queued meanwhile and redelivers the QoS 1 messages the dead process had not acked (JetStream's
@@ -53,11 +54,16 @@ use crate::inbound;
 use crate::mqtt::BrokerUrl;
 
 /// How long a lease lives without renewal: the longest a dead process's slots stay unserved.
-pub const LEASE_TTL: Duration = Duration::from_secs(3);
+fn lease_ttl(config: &Config) -> Duration {
+    Duration::from_millis(config.mqtt_slot_lease_ms)
+}
+
 /// How often a holder renews its leases and looks for slots to claim or release.
-pub const RENEW: Duration = Duration::from_secs(1);
+fn renew_every(config: &Config) -> Duration {
+    Duration::from_millis(config.mqtt_slot_renew_ms)
+}
 /// How often the slots' subscription state is folded into the bridge's.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(50);
 
 /// The key-value bucket of the slot leases of an installation (its NATS prefix).
 pub fn bucket(nats_prefix: &str) -> String {
@@ -158,29 +164,36 @@ impl Links {
 /// `create_key_value` first reads the account's limits in a form nats-server 2.9 does not send.
 async fn open_bucket(js: &jetstream::Context, config: &Config, shutdown: &Shutdown) -> Option<kv::Store> {
     let name = bucket(&config.nats_prefix);
+    let ttl = lease_ttl(config);
     let mut backoff = crate::mqtt::Backoff::default();
     loop {
-        let created = js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: format!("KV_{name}"),
-                description: Some("mqtt-bridge session slot leases".into()),
-                subjects: vec![format!("$KV.{name}.>")],
-                max_messages_per_subject: 1,
-                max_age: LEASE_TTL,
-                // A lease is only news for LEASE_TTL: a longer duplicate window is refused.
-                duplicate_window: LEASE_TTL,
-                storage: jetstream::stream::StorageType::Memory,
-                num_replicas: config.nats_stream_replicas,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: jetstream::stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await;
+        let wanted = jetstream::stream::Config {
+            name: format!("KV_{name}"),
+            description: Some("mqtt-bridge session slot leases".into()),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age: ttl,
+            // A lease is only news for its lifetime: a longer duplicate window is refused.
+            duplicate_window: ttl,
+            storage: jetstream::stream::StorageType::Memory,
+            num_replicas: config.nats_stream_replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        let created = js.get_or_create_stream(wanted.clone()).await.map_err(anyhow::Error::from);
+        // A bucket made under another lease time expires leases on its own clock: bring it to ours.
+        let created = match created {
+            Ok(stream) if stream.cached_info().config.max_age != ttl => {
+                js.update_stream(wanted).await.map(|_| ()).context("changing the lease time of the slot bucket")
+            }
+            other => other.map(|_| ()),
+        };
         let store = match created {
-            Ok(_) => js.get_key_value(&name).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e.into()),
+            Ok(()) => js.get_key_value(&name).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
         };
         match store {
             Ok(store) => return Some(store),
@@ -219,7 +232,7 @@ pub(crate) async fn run(links: Links, subscribed: watch::Sender<bool>, shutdown:
             break Err(e);
         }
         if Instant::now() >= next_round {
-            next_round = Instant::now() + RENEW;
+            next_round = Instant::now() + renew_every(&links.config);
             let r = round(&kv, &links, slots, &group, &holder, &member_key, &mut held, &shutdown).await;
             match r {
                 Ok(()) => rounds += 1,
@@ -306,7 +319,7 @@ async fn round(
             }
             Err(e) => {
                 let gone = e.kind() == kv::UpdateErrorKind::WrongLastRevision;
-                if gone || slot.renewed.elapsed() >= LEASE_TTL {
+                if gone || slot.renewed.elapsed() >= lease_ttl(&links.config) {
                     // Someone else may run this session by now: stop at once, leave the lease.
                     tracing::warn!(slot = i, error = %e, "mqtt-bridge lost the lease of a slot; letting it go");
                     slot.lost = true;

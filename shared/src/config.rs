@@ -208,6 +208,18 @@ pub struct Config {
     #[arg(long, env = "HANGAR_MQTT_SLOTS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub mqtt_slots: u16,
 
+    /// How long a bridge replica's slot lease lives without renewal, in milliseconds (default
+    /// 1000): the longest the slots of a replica that died stay unserved before the others take
+    /// them over. A replica that cannot renew within it (a stall that long) lets its slots go.
+    #[arg(long, env = "HANGAR_MQTT_SLOT_LEASE_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(200..))]
+    pub mqtt_slot_lease_ms: u64,
+
+    /// How often a bridge replica renews its slot leases and looks for free slots, in
+    /// milliseconds (default 250). Keep it well under `HANGAR_MQTT_SLOT_LEASE_MS` (a quarter):
+    /// a takeover comes at most lease + renewal after a replica died.
+    #[arg(long, env = "HANGAR_MQTT_SLOT_RENEW_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(50..))]
+    pub mqtt_slot_renew_ms: u64,
+
     /// Shared-subscription group of mqtt-bridge (default `hangar`): replicas in one group split the
     /// device traffic instead of each receiving all of it.
     #[arg(long, env = "HANGAR_MQTT_SHARE_GROUP", default_value = "hangar")]

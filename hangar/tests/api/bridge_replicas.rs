@@ -218,3 +218,60 @@ async fn a_bridge_replica_killed_for_good_strands_no_device() {
     let _ = js.delete_key_value(bucket).await;
     forget_sessions(&group).await;
 }
+
+/// An installation made by a bridge with other lease times (or the 30 s ack wait of older
+/// versions) is brought to this one's on start, so that a dead replica's work is handed over in
+/// the lease time and not in the old one.
+#[tokio::test]
+async fn a_bridge_brings_older_lease_and_ack_wait_settings_to_its_own() {
+    let mut c = test_config();
+    c.mqtt_client_id = format!("{}-bridge", c.nats_prefix);
+    c.mqtt_share_group = c.nats_prefix.clone();
+    let names = shared::nats::Names::new(&c.nats_prefix);
+    let js = async_nats::jetstream::new(shared::nats::connect(&c).await.unwrap());
+    shared::nats::ensure_streams(&js, &names, &c).await.unwrap();
+    let old = Duration::from_secs(30);
+    let out = js.get_stream(names.device_out_stream()).await.unwrap();
+    let _: consumer::PullConsumer = out
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(names.consumer("mqtt_bridge_out")),
+            description: Some("mqtt-bridge: publishes device messages to the broker".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: old,
+            deliver_policy: consumer::DeliverPolicy::All,
+            filter_subject: names.device_out_filter(None),
+            max_ack_pending: 256,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let bucket = mqtt_bridge::slots::bucket(&c.nats_prefix);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: Duration::from_secs(3),
+        duplicate_window: Duration::from_secs(3),
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let app = TestApp::spawn_with(c, Components::ALL).await;
+    let lease = Duration::from_millis(app.config.mqtt_slot_lease_ms);
+    wait_for("the lease time and the outbound ack wait follow the configuration", Duration::from_secs(30), || async {
+        let kv = app.js.get_stream(format!("KV_{bucket}")).await.unwrap().info().await.unwrap().config.max_age;
+        let mut c: consumer::PullConsumer = out.get_consumer(&app.names.consumer("mqtt_bridge_out")).await.unwrap();
+        let ack_wait = c.info().await.unwrap().config.ack_wait;
+        kv == lease && ack_wait == lease
+    })
+    .await;
+    let group = app.config.mqtt_share_group.clone();
+    app.stop().await;
+    forget_sessions(&group).await;
+}

@@ -440,9 +440,13 @@ async fn two_command_api_processes_answer_callers_whichever_reads_the_reply() {
     // a second command-api on the same database, NATS and broker
     let mut c = a.config.clone();
     c.listen = "127.0.0.1:0".parse().unwrap();
-    let b = hangar::start(c, Components { api: true, projectors: false, bridge: false }, shared::Shutdown::new())
-        .await
-        .unwrap();
+    let b = hangar::start(
+        c,
+        Components { command: true, query: true, projectors: false, bridge: false },
+        shared::Shutdown::new(),
+    )
+    .await
+    .unwrap();
     let b_base = format!("http://{}", b.addr.unwrap());
     let mut calls = Vec::new();
     for i in 0..30 {

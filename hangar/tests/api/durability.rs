@@ -88,8 +88,10 @@ fn projector_process(app: &TestApp) -> Child {
 #[tokio::test]
 async fn killing_the_relay_and_projector_process_under_load_loses_and_doubles_nothing() {
     // The API runs here; relay and projections run in a child process that is SIGKILLed mid-stream.
-    let app =
-        Arc::new(TestApp::spawn_with(test_config(), Components { api: true, projectors: false, bridge: false }).await);
+    let app = Arc::new(
+        TestApp::spawn_with(test_config(), Components { command: true, query: true, projectors: false, bridge: false })
+            .await,
+    );
     let mut child = projector_process(&app);
     app.wait_for("seed users", || async { app.count("rm_users").await == 2 }).await;
     let token = app.pilot_token().await;

@@ -203,7 +203,9 @@ fn run_export(app: &TestApp, args: &[&str]) -> (u64, String) {
 #[tokio::test]
 async fn export_memory_stays_flat_as_the_history_grows() {
     // the API only: nothing relays or projects the bulk history
-    let app = TestApp::spawn_with(test_config(), Components { api: true, projectors: false, bridge: false }).await;
+    let app =
+        TestApp::spawn_with(test_config(), Components { command: true, query: true, projectors: false, bridge: false })
+            .await;
     let dir = std::env::temp_dir().join(format!("{}-export", app.config.nats_prefix));
     std::fs::create_dir_all(&dir).unwrap();
     let seed = app.count("events").await;
@@ -273,7 +275,11 @@ async fn telemetry_exported(app: &TestApp, filter: &TmFilter, format: Format) ->
 async fn telemetry_export_holds_each_message_of_the_range_once_in_stream_order_and_retention_is_configuration() {
     let mut config = test_config();
     config.telemetry_retention_secs = 7200;
-    let app = TestApp::spawn_with(config.clone(), Components { api: true, projectors: false, bridge: false }).await;
+    let app = TestApp::spawn_with(
+        config.clone(),
+        Components { command: true, query: true, projectors: false, bridge: false },
+    )
+    .await;
     let max_age = || async {
         let mut s = app.js.get_stream(app.names.telemetry_stream()).await.unwrap();
         s.info().await.unwrap().config.max_age

@@ -16,6 +16,7 @@ mod observability;
 mod openapi;
 mod readiness;
 mod replay;
+mod replicas;
 mod s3;
 mod storage;
 mod wayline_file;

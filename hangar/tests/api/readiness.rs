@@ -175,7 +175,7 @@ async fn spawn_on(postgres_port: Option<u16>, nats_url: Option<String>, mqtt_url
         config.mqtt_client_id = format!("{}-bridge", config.nats_prefix);
         config.mqtt_share_group = config.nats_prefix.clone();
     }
-    TestApp::spawn_with(config, Components { api: true, projectors: true, bridge }).await
+    TestApp::spawn_with(config, Components { command: true, query: true, projectors: true, bridge }).await
 }
 
 #[tokio::test]

@@ -56,7 +56,8 @@ async fn sts_credentials_let_pilot_upload_and_the_file_url_downloads_the_object(
     config.s3_secret_key = "service-secret".into();
     config.sts_role_arn = "arn:aws:iam::123456789012:role/hangar-upload".into();
     config.sts_duration_secs = 3600;
-    let app = TestApp::spawn_with(config, Components { api: true, projectors: true, bridge: false }).await;
+    let app =
+        TestApp::spawn_with(config, Components { command: true, query: true, projectors: true, bridge: false }).await;
     let token = app.pilot_token().await;
 
     // 1. Pilot 2 asks for temporary credentials
@@ -127,7 +128,8 @@ async fn sts_asks_assume_role_for_a_session_policy_limited_to_the_workspace_fold
     config.s3_bucket = "hangar-media".into();
     config.s3_access_key = "AKIAHANGARSERVICE".into();
     config.s3_secret_key = "service-secret".into();
-    let app = TestApp::spawn_with(config, Components { api: true, projectors: true, bridge: false }).await;
+    let app =
+        TestApp::spawn_with(config, Components { command: true, query: true, projectors: true, bridge: false }).await;
     assert!(app.s3_base.is_none(), "no own S3 endpoint when objects live in S3");
     let token = app.pilot_token().await;
     let (_, r) = app.post(&format!("/storage/api/v1/workspaces/{WS}/sts"), &token, serde_json::json!({})).await;

@@ -153,7 +153,8 @@ async fn a_timed_job_executes_once_on_time_with_two_processes_and_a_restart_betw
     let first = TestApp::spawn_with(config.clone(), Components::ALL).await;
     let mut other = config.clone();
     other.listen = "127.0.0.1:0".parse().unwrap();
-    let second = TestApp::spawn_with(other, Components { api: true, projectors: false, bridge: false }).await;
+    let second =
+        TestApp::spawn_with(other, Components { command: true, query: true, projectors: false, bridge: false }).await;
     let (token, f, dock, file_id, _) = setup(&first).await;
     let begin = now_secs() + 8;
     let r = create(&first, &token, timed(&file_id, &dock, begin)).await;

@@ -1,0 +1,420 @@
+//! `hangar bench --only replicas`: the upload-callback bench and the device bench against one
+//! process of each service (command-api, query-api, projectors, mqtt-bridge: four `hangar serve`
+//! children) and against three of each (twelve), in the same run, each on a fresh database and
+//! NATS prefix. The point is that nothing breaks and nothing doubles when the work is spread: it
+//! prints rates, p50/p99 and the 3-vs-1 ratios, and the exact loss and duplicate counts, which
+//! must be 0.
+//!
+//! Writes go round-robin to the command-api replicas (as a Kubernetes Service would send them);
+//! one WebSocket client per query-api replica; the bridges share the device traffic through
+//! session slots. On one machine the replicas share its cores, so more replicas cannot be faster
+//! here: the ratios say what the coordination between them costs.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use mqtt_bridge::mqtt::{self, BrokerUrl};
+use mqtt_bridge::sim::Fleet;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
+use serde_json::json;
+use shared::metrics::Summary;
+use shared::nats::Names;
+use shared::Config;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::ConnectOptions;
+
+use crate::bench::{BenchArgs, WORKSPACE};
+
+/// Session slots of the bridges: every replica count here divides it.
+const SLOTS: usize = 6;
+const WITHIN: Duration = Duration::from_secs(120);
+
+/// One side of the comparison.
+pub struct Side {
+    pub replicas: usize,
+    pub upload_rps: f64,
+    pub upload_p50: Duration,
+    pub upload_p99: Duration,
+    pub upload_accepted: u64,
+    pub upload_errors: u64,
+    /// Accepted callbacks without their file in the read model.
+    pub upload_lost: u64,
+    /// Callbacks recorded more than once.
+    pub upload_doubled: u64,
+    pub osd_offered_rps: f64,
+    pub osd_stored_rps: f64,
+    /// OSD pushes per second to each WebSocket client (mean over the clients).
+    pub ws_rps: f64,
+    pub osd_sent: u64,
+    pub osd_lost: u64,
+    pub osd_doubled: u64,
+    pub probe_p50: Duration,
+    pub probe_p99: Duration,
+    pub probes_sent: u64,
+    pub probes_received: u64,
+}
+
+pub struct ReplicasReport {
+    pub one: Side,
+    pub three: Side,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let n = self.replicas;
+        writeln!(
+            f,
+            "{n} of each upload-callback, saturation {:>9.0} req/s  p50 {:.1} ms  p99 {:.1} ms  accepted {} errors {} lost {} doubled {}",
+            self.upload_rps,
+            ms(self.upload_p50),
+            ms(self.upload_p99),
+            self.upload_accepted,
+            self.upload_errors,
+            self.upload_lost,
+            self.upload_doubled
+        )?;
+        write!(
+            f,
+            "{n} of each OSD (offered {:.0}/s) stored {:>8.0} msg/s, to each WebSocket {:>8.0} msg/s; probe p50 {:.1} ms p99 {:.1} ms ({}/{} received); sent {} lost {} doubled {}",
+            self.osd_offered_rps,
+            self.osd_stored_rps,
+            self.ws_rps,
+            ms(self.probe_p50),
+            ms(self.probe_p99),
+            self.probes_received,
+            self.probes_sent,
+            self.osd_sent,
+            self.osd_lost,
+            self.osd_doubled
+        )
+    }
+}
+
+impl std::fmt::Display for ReplicasReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (a, b) = (&self.one, &self.three);
+        let r = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
+        let d = |x: Duration, y: Duration| r(x.as_secs_f64(), y.as_secs_f64());
+        writeln!(f, "{a}")?;
+        writeln!(f, "{b}")?;
+        writeln!(
+            f,
+            "3 vs 1    upload-callback rate {:.2}x  p50 {:.2}x  p99 {:.2}x",
+            r(b.upload_rps, a.upload_rps),
+            d(b.upload_p50, a.upload_p50),
+            d(b.upload_p99, a.upload_p99)
+        )?;
+        write!(
+            f,
+            "3 vs 1    OSD stored {:.2}x  to each WebSocket {:.2}x  probe p50 {:.2}x  p99 {:.2}x",
+            r(b.osd_stored_rps, a.osd_stored_rps),
+            r(b.ws_rps, a.ws_rps),
+            d(b.probe_p50, a.probe_p50),
+            d(b.probe_p99, a.probe_p99)
+        )
+    }
+}
+
+pub async fn run(base: &Config, args: &BenchArgs) -> anyhow::Result<ReplicasReport> {
+    let one = side(base, args, 1).await?;
+    let three = side(base, args, 3).await?;
+    Ok(ReplicasReport { one, three })
+}
+
+/// `hangar serve` children, killed with the guard.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn side(base: &Config, args: &BenchArgs, replicas: usize) -> anyhow::Result<Side> {
+    let tag = format!("benchr{replicas}x{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let mut config = base.clone();
+    let opts: PgConnectOptions = base.database_url.parse().context("database URL")?;
+    config.database_url = opts.database(&tag).to_url_lossy().to_string();
+    config.nats_prefix = tag.clone();
+    config.storage_dir = std::env::temp_dir().join(&tag);
+    config.mqtt_share_group = tag.clone();
+    let result = measure(&config, args, replicas).await;
+    forget_sessions(&config).await;
+    if let Ok(nats) = shared::nats::connect(base).await {
+        let _ = jetstream::new(nats).delete_key_value(mqtt_bridge::slots::bucket(&tag)).await;
+    }
+    crate::bench::cleanup(base, &tag).await;
+    result
+}
+
+async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::Result<Side> {
+    eprintln!("bench: {replicas} process(es) of each service…");
+    let pool = shared::db::prepare(&config.database_url, 4).await?;
+    let nats = shared::nats::connect(config).await?;
+    let js = jetstream::new(nats);
+    let names = Names::new(&config.nats_prefix);
+    shared::nats::ensure_streams(&js, &names, config).await?;
+
+    let exe = std::env::current_exe().context("the hangar binary")?;
+    let mut children = Children(Vec::new());
+    let (mut commands, mut queries) = (Vec::new(), Vec::new());
+    for component in ["projectors", "command", "query", "bridge"] {
+        for i in 0..replicas {
+            let port = free_port()?;
+            let child = Command::new(&exe)
+                .arg("serve")
+                .env("HANGAR_COMPONENTS", component)
+                .env("HANGAR_LISTEN", format!("127.0.0.1:{port}"))
+                .env("HANGAR_S3_ENDPOINT_LISTEN", "127.0.0.1:0")
+                .env("HANGAR_DATABASE_URL", &config.database_url)
+                .env("HANGAR_DATABASE_POOL", if replicas == 1 { "16" } else { "8" })
+                .env("HANGAR_NATS_PREFIX", &config.nats_prefix)
+                .env("HANGAR_JWT_SECRET", &config.jwt_secret)
+                .env("HANGAR_STORAGE_DIR", &config.storage_dir)
+                .env("HANGAR_MQTT_URL", &config.mqtt_url)
+                .env("HANGAR_MQTT_SHARE_GROUP", &config.mqtt_share_group)
+                .env("HANGAR_MQTT_CLIENT_ID", format!("{}-{component}-{i}", config.nats_prefix))
+                .env("HANGAR_MQTT_SLOTS", SLOTS.to_string())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .context("starting a hangar process")?;
+            children.0.push(child);
+            let url = format!("http://127.0.0.1:{port}");
+            match component {
+                "command" => commands.push(url),
+                "query" => queries.push(url),
+                _ => {}
+            }
+        }
+    }
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+    for url in commands.iter().chain(&queries) {
+        wait("an API replica ready", || async {
+            http.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await?;
+    }
+    wait("every slot held", || async { slots_held(&js, config).await == SLOTS }).await?;
+
+    // Upload callbacks at saturation, round-robin over the command-api replicas.
+    let token = crate::bench::login(&http, &commands[0], "pilot", "pilot123", 2).await?;
+    eprintln!("bench: upload-callback saturation ({} s, {} clients)…", args.seconds, args.concurrency);
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(Summary::default());
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..args.concurrency {
+        let url = format!("{}/media/api/v1/workspaces/{WORKSPACE}/upload-callback", commands[w % replicas]);
+        let (http, token, counter, errors, latency) =
+            (http.clone(), token.clone(), counter.clone(), errors.clone(), latency.clone());
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                if crate::bench::send(&http, &url, &token, n).await {
+                    latency.observe(t.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let upload_rps = latency.count() as f64 / started.elapsed().as_secs_f64();
+    let accepted = latency.count();
+    wait("every accepted callback projected", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_media_files")
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|n| n as u64 >= accepted)
+    })
+    .await
+    .ok();
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_media_files").fetch_one(&pool).await?;
+    let (recorded, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT payload->'MediaFileUploaded'->>'fingerprint') FROM events \
+         WHERE aggregate_type = 'media_file' AND event_type = 'MediaFileUploaded'",
+    )
+    .fetch_one(&pool)
+    .await?;
+
+    // OSD at saturation from simulated docks, through the bridges, to a WebSocket client on
+    // every query-api replica, with a probe dock timing the way end to end.
+    let admin = crate::bench::login(&http, &commands[0], "adminPC", "adminPC", 1).await?;
+    eprintln!("bench: OSD at full speed ({} s)…", args.seconds);
+    let prefix = tag_prefix(config);
+    let probe = format!("{prefix}PROBE");
+    let mut clients = Vec::new();
+    for q in &queries {
+        clients.push(crate::bench_devices::ws_client(q, &admin, prefix.clone(), probe.clone()).await?);
+    }
+    let fleet = Fleet::start(crate::bench_devices::fleet_config(&prefix, 500, 20.0)).await?;
+    let (pc, acked) = probe_client(&BrokerUrl::parse(&config.mqtt_url)?);
+    let topo = json!({"tid": uuid::Uuid::new_v4().to_string(), "bid": "b", "timestamp": 0, "method": "update_topo",
+        "data": {"domain": 3, "type": 2, "sub_type": 0, "thing_version": "1.2.0", "sub_devices": []}});
+    pc.publish(format!("sys/product/{probe}/status"), QoS::AtLeastOnce, false, topo.to_string()).await?;
+    crate::bench_devices::bind_all(&pool, &prefix, 1001).await?;
+    let osd = names.telemetry_kind_filter("osd");
+    let stored0 = count(&js, &names, &osd).await?;
+    let (sent0, ws0, t0) = (fleet.stats().osd, ws_total(&clients), Instant::now());
+    let probes_sent = args.seconds * 20;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for seq in 0..probes_sent {
+        tick.tick().await;
+        let msg = json!({"tid": uuid::Uuid::new_v4().to_string(), "bid": "b", "timestamp": shared::time::now_ms(), "gateway": probe,
+            "data": {"mode_code": 0, "bench_seq": seq, "bench_sent_us": chrono::Utc::now().timestamp_micros()}});
+        pc.publish(format!("thing/product/{probe}/osd"), QoS::AtLeastOnce, false, msg.to_string()).await?;
+    }
+    let (sent1, ws1, dt) = (fleet.stats().osd, ws_total(&clients), t0.elapsed().as_secs_f64());
+    let stored1 = count(&js, &names, &osd).await?;
+    let stats = fleet.stop().await;
+    // everything the docks and the probe published, from the start (topology aside: not OSD)
+    let osd_sent = stats.osd + probes_sent;
+    wait("the probe's OSD acked by the broker", || async { acked.load(Ordering::Relaxed) > probes_sent }).await.ok();
+    // stored until all of it is in, or nothing more arrives for 5 s (a loss)
+    let (mut stored, mut changed) = (0, Instant::now());
+    while stored < osd_sent && changed.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = count(&js, &names, &osd).await?;
+        if n != stored {
+            (stored, changed) = (n, Instant::now());
+        }
+    }
+    let probe_stats = &clients[0];
+    let probes_received = probe_stats.probes.lock().await.len() as u64;
+    let q = |p| probe_stats.latency.quantile(p).unwrap_or_default();
+    let lq = |p| latency.quantile(p).unwrap_or_default();
+    drop(children);
+    Ok(Side {
+        replicas,
+        upload_rps,
+        upload_p50: lq(0.5),
+        upload_p99: lq(0.99),
+        upload_accepted: accepted,
+        upload_errors: errors.load(Ordering::Relaxed),
+        upload_lost: (accepted as i64 - files).max(0) as u64,
+        upload_doubled: (recorded - distinct).max(0) as u64,
+        osd_offered_rps: (sent1 - sent0) as f64 / dt,
+        osd_stored_rps: (stored1 - stored0) as f64 / dt,
+        ws_rps: (ws1 - ws0) as f64 / dt / clients.len() as f64,
+        osd_sent,
+        osd_lost: osd_sent.saturating_sub(stored),
+        osd_doubled: stored.saturating_sub(osd_sent),
+        probe_p50: q(0.5),
+        probe_p99: q(0.99),
+        probes_sent,
+        probes_received,
+    })
+}
+
+/// Polls `f` every 100 ms until it holds, or fails after [`WITHIN`].
+async fn wait<F, Fut>(what: &str, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WITHIN;
+    while !f().await {
+        anyhow::ensure!(Instant::now() < deadline, "bench: timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Device serial prefix of a side: its tag, upper case, without what a serial number cannot hold.
+fn tag_prefix(config: &Config) -> String {
+    config.nats_prefix.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+}
+
+fn ws_total(clients: &[Arc<crate::bench_devices::WsStats>]) -> u64 {
+    clients.iter().map(|c| c.osd.load(Ordering::Relaxed)).sum()
+}
+
+/// A plain MQTT client for the probe dock, and how many of its publishes the broker acked.
+fn probe_client(url: &BrokerUrl) -> (AsyncClient, Arc<AtomicU64>) {
+    let id = format!("bench-probe-{}", uuid::Uuid::new_v4().simple());
+    let (client, mut el) = mqtt::client(mqtt::options(url, &id, Duration::from_secs(30), true, None), 10_000);
+    let acked = Arc::new(AtomicU64::new(0));
+    let a = acked.clone();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    (client, acked)
+}
+
+/// Messages of the TELEMETRY stream under `filter`.
+async fn count(js: &jetstream::Context, names: &Names, filter: &str) -> anyhow::Result<u64> {
+    let stream = js.get_stream(names.telemetry_stream()).await?;
+    let c: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            filter_subject: filter.to_string(),
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await?;
+    let n = c.cached_info().num_pending;
+    let _ = stream.delete_consumer(&c.cached_info().name).await;
+    Ok(n)
+}
+
+/// Slots whose lease someone holds.
+async fn slots_held(js: &jetstream::Context, config: &Config) -> usize {
+    let Ok(store) = js.get_key_value(mqtt_bridge::slots::bucket(&config.nats_prefix)).await else { return 0 };
+    let mut held = 0;
+    for i in 0..SLOTS {
+        let key = format!("{}.slot.{i}", config.mqtt_share_group);
+        if let Ok(Some(e)) = store.entry(key).await {
+            held += usize::from(e.operation == async_nats::jetstream::kv::Operation::Put);
+        }
+    }
+    held
+}
+
+/// Ends the slots' persistent sessions on the broker, which would otherwise keep queueing the
+/// next side's device traffic for a group that is gone.
+async fn forget_sessions(config: &Config) {
+    let Ok(url) = BrokerUrl::parse(&config.mqtt_url) else { return };
+    for i in 0..SLOTS {
+        let id = mqtt_bridge::slots::client_id(&config.mqtt_share_group, i);
+        let (client, mut el) = mqtt::client(mqtt::options(&url, &id, Duration::from_secs(30), true, None), 10);
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_disconnect();
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
