@@ -154,8 +154,11 @@ async fn side(base: &Config, args: &BenchArgs, replicas: usize) -> anyhow::Resul
     config.nats_prefix = tag.clone();
     config.storage_dir = std::env::temp_dir().join(&tag);
     config.mqtt_share_group = tag.clone();
+    config.mqtt_slots = SLOTS as u16;
     let result = measure(&config, args, replicas).await;
-    forget_sessions(&config).await;
+    if let Err(e) = mqtt_bridge::slots::forget_sessions(&config).await {
+        eprintln!("bench: could not end the bridges' broker sessions: {e:#}");
+    }
     if let Ok(nats) = shared::nats::connect(base).await {
         let _ = jetstream::new(nats).delete_key_value(mqtt_bridge::slots::bucket(&tag)).await;
     }
@@ -473,26 +476,4 @@ async fn slots_held(js: &jetstream::Context, config: &Config) -> usize {
         }
     }
     held
-}
-
-/// Ends the slots' persistent sessions on the broker, which would otherwise keep queueing the
-/// next side's device traffic for a group that is gone.
-async fn forget_sessions(config: &Config) {
-    let Ok(url) = BrokerUrl::parse(&config.mqtt_url) else { return };
-    for i in 0..SLOTS {
-        let id = mqtt_bridge::slots::client_id(&config.mqtt_share_group, i);
-        let (client, mut el) = mqtt::client(mqtt::options(&url, &id, Duration::from_secs(30), true, None), 10);
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_disconnect();
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-    }
 }

@@ -134,7 +134,7 @@ impl Cluster {
     }
 }
 
-fn spawn(app: &TestApp, broker: &Broker, logs: &std::path::Path, component: &'static str, index: usize) -> Proc {
+fn spawn(app: &TestApp, logs: &std::path::Path, component: &'static str, index: usize) -> Proc {
     let port = free_port();
     let c = &app.config;
     let pool = match component {
@@ -153,7 +153,7 @@ fn spawn(app: &TestApp, broker: &Broker, logs: &std::path::Path, component: &'st
         .env("HANGAR_NATS_PREFIX", &c.nats_prefix)
         .env("HANGAR_JWT_SECRET", &c.jwt_secret)
         .env("HANGAR_STORAGE_DIR", &c.storage_dir)
-        .env("HANGAR_MQTT_URL", broker.url())
+        .env("HANGAR_MQTT_URL", &c.mqtt_url)
         .env("HANGAR_MQTT_SHARE_GROUP", &c.mqtt_share_group)
         .env("HANGAR_MQTT_CLIENT_ID", format!("{}-{component}-{index}", c.nats_prefix))
         .env("HANGAR_MQTT_SLOTS", SLOTS.to_string())
@@ -355,8 +355,8 @@ async fn probe(broker: u16, sn: String, timings: Timings, sent: Arc<AtomicU64>, 
         client.publish(format!("thing/product/{sn}/requests"), QoS::AtLeastOnce, false, msg.to_string()).await.unwrap();
         sent.fetch_add(1, Ordering::Relaxed);
     }
-    // Answers still on their way are read until the test has checked them.
-    let _ = events;
+    // Answers still on their way are read on (the task is detached) until the test has checked them.
+    drop(events);
 }
 
 /// What one WebSocket client received: the last OSD push per device (`dock_osd` for the web,
@@ -441,8 +441,10 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
     // the twelve children.
     let mut c = test_config();
     c.mqtt_share_group = c.nats_prefix.clone();
+    c.mqtt_slots = SLOTS as u16;
     let tag = c.nats_prefix.clone();
     let broker = Broker::start(&tag);
+    c.mqtt_url = broker.url();
     let app = TestApp::spawn_with(c, hangar::Components::NONE).await;
     let names = Names::new(&app.config.nats_prefix);
     let logs = std::env::temp_dir().join(format!("{tag}_logs"));
@@ -452,7 +454,7 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
     let mut cluster = Cluster { procs: Vec::new() };
     for component in ["projectors", "command", "query", "bridge"] {
         for i in 0..REPLICAS {
-            cluster.procs.push(spawn(&app, &broker, &logs, component, i));
+            cluster.procs.push(spawn(&app, &logs, component, i));
         }
     }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
