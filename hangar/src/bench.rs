@@ -447,6 +447,11 @@ pub(crate) async fn cleanup(base: &Config, tag: &str) {
     if let Err(e) = mqtt_bridge::slots::forget_sessions(&group).await {
         eprintln!("bench: could not end the bridge's broker sessions: {e:#}");
     }
+    remove_run(base, tag).await;
+}
+
+/// Removes a run's streams, database and files.
+pub(crate) async fn remove_run(base: &Config, tag: &str) {
     if let Ok(nats) = shared::nats::connect(base).await {
         let js = async_nats::jetstream::new(nats);
         let names = shared::nats::Names::new(tag);

@@ -7,7 +7,9 @@
 //!
 //! Writes go round-robin to the command-api replicas (as a Kubernetes Service would send them);
 //! one WebSocket client per query-api replica; the bridges share the device traffic through
-//! session slots. On one machine the replicas share its cores, so more replicas cannot be faster
+//! session slots. Each side has a Mosquitto of its own ([`OwnBroker`], with the limits of
+//! `mqtt-bridge/mosquitto.conf`): a broker shared with other runs holds their sessions and
+//! traffic, and the two sides would not meet the same broker. On one machine the replicas share its cores, so more replicas cannot be faster
 //! here: the ratios say what the coordination between them costs.
 
 use std::process::{Child, Command, Stdio};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
 use mqtt_bridge::mqtt::{self, BrokerUrl};
-use mqtt_bridge::sim::Fleet;
+use mqtt_bridge::sim::{Fleet, FleetConfig};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::json;
 use shared::metrics::Summary;
@@ -130,6 +132,56 @@ pub async fn run(base: &Config, args: &BenchArgs) -> anyhow::Result<ReplicasRepo
     Ok(ReplicasReport { one, three })
 }
 
+/// A Mosquitto of its own on a free port of loopback, with the queue and packet limits Hangar
+/// ships (`mqtt-bridge/mosquitto.conf`) and anonymous clients; killed with the guard.
+pub struct OwnBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl OwnBroker {
+    pub fn start(tag: &str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("{tag}_mosquitto"));
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_inflight_bytes 0\n\
+                 max_queued_messages 200000\nmax_queued_bytes 0\nmax_packet_size 16777216\nset_tcp_nodelay true\n"
+            ),
+        )?;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        let broker = Self { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "mosquitto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// `hangar serve` children, killed with the guard.
 struct Children(Vec<Child>);
 
@@ -155,14 +207,14 @@ async fn side(base: &Config, args: &BenchArgs, replicas: usize) -> anyhow::Resul
     config.storage_dir = std::env::temp_dir().join(&tag);
     config.mqtt_share_group = tag.clone();
     config.mqtt_slots = SLOTS as u16;
+    let broker = OwnBroker::start(&tag)?;
+    config.mqtt_url = broker.url();
     let result = measure(&config, args, replicas).await;
-    if let Err(e) = mqtt_bridge::slots::forget_sessions(&config).await {
-        eprintln!("bench: could not end the bridges' broker sessions: {e:#}");
-    }
+    drop(broker);
     if let Ok(nats) = shared::nats::connect(base).await {
         let _ = jetstream::new(nats).delete_key_value(mqtt_bridge::slots::bucket(&tag)).await;
     }
-    crate::bench::cleanup(base, &tag).await;
+    crate::bench::remove_run(base, &tag).await;
     result
 }
 
@@ -277,7 +329,9 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
         clients.push(crate::bench_devices::ws_client(q, &admin, prefix.clone(), probe.clone()).await?);
     }
     // The devices come online and are bound at 1 Hz first, then the same docks flood.
-    let fleet = Fleet::start(crate::bench_devices::fleet_config(&prefix, DOCKS, 1.0)).await?;
+    let fleet_config =
+        |hz| FleetConfig { broker: config.mqtt_url.clone(), ..crate::bench_devices::fleet_config(&prefix, DOCKS, hz) };
+    let fleet = Fleet::start(fleet_config(1.0)).await?;
     let (pc, acked) = probe_client(&BrokerUrl::parse(&config.mqtt_url)?);
     let topo = json!({"tid": uuid::Uuid::new_v4().to_string(), "bid": "b", "timestamp": 0, "method": "update_topo",
         "data": {"domain": 3, "type": 2, "sub_type": 0, "thing_version": "1.2.0", "sub_devices": []}});
@@ -289,7 +343,7 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
     let accepted_osd = Arc::new(AtomicU64::new(0));
     let watcher = osd_watcher(&BrokerUrl::parse(&config.mqtt_url)?, &prefix, accepted_osd.clone()).await?;
     let stored_before = count(&js, &names, &names.telemetry_kind_filter("osd")).await?;
-    let fleet = Fleet::start(crate::bench_devices::fleet_config(&prefix, DOCKS, 20.0)).await?;
+    let fleet = Fleet::start(fleet_config(20.0)).await?;
     let osd = names.telemetry_kind_filter("osd");
     let stored0 = count(&js, &names, &osd).await?;
     let (sent0, ws0, t0) = (fleet.stats().osd, ws_total(&clients), Instant::now());
