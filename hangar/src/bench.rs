@@ -441,6 +441,17 @@ fn pgbench_latency(config: &Config, args: &BenchArgs, rate: f64) -> anyhow::Resu
 }
 
 pub(crate) async fn cleanup(base: &Config, tag: &str) {
+    // The bridge's sessions under the run's share group would queue every device message after it.
+    let mut group = base.clone();
+    group.mqtt_share_group = tag.to_string();
+    if let Err(e) = mqtt_bridge::slots::forget_sessions(&group).await {
+        eprintln!("bench: could not end the bridge's broker sessions: {e:#}");
+    }
+    remove_run(base, tag).await;
+}
+
+/// Removes a run's streams, database and files.
+pub(crate) async fn remove_run(base: &Config, tag: &str) {
     if let Ok(nats) = shared::nats::connect(base).await {
         let js = async_nats::jetstream::new(nats);
         let names = shared::nats::Names::new(tag);
@@ -448,8 +459,14 @@ pub(crate) async fn cleanup(base: &Config, tag: &str) {
             let _ = js.delete_stream(s).await;
         }
     }
-    if let Ok(pool) = shared::db::connect(&base.database_url, 1).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{tag}\" WITH (FORCE)")).execute(&pool).await;
+    // From the server's maintenance database: the configured one need not exist (the run's own
+    // database is a fresh one of the same server).
+    let admin =
+        base.database_url.parse::<PgConnectOptions>().map(|o| o.database("postgres").to_url_lossy().to_string());
+    if let Ok(pool) = shared::db::connect(admin.as_deref().unwrap_or(&base.database_url), 1).await {
+        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{tag}\" WITH (FORCE)")).execute(&pool).await {
+            eprintln!("bench: could not drop the database {tag}: {e}");
+        }
     }
     let _ = std::fs::remove_dir_all(std::env::temp_dir().join(tag));
 }

@@ -7,7 +7,9 @@
 //!
 //! Writes go round-robin to the command-api replicas (as a Kubernetes Service would send them);
 //! one WebSocket client per query-api replica; the bridges share the device traffic through
-//! session slots. On one machine the replicas share its cores, so more replicas cannot be faster
+//! session slots. Each side has a Mosquitto of its own ([`OwnBroker`], with the limits of
+//! `mqtt-bridge/mosquitto.conf`): a broker shared with other runs holds their sessions and
+//! traffic, and the two sides would not meet the same broker. On one machine the replicas share its cores, so more replicas cannot be faster
 //! here: the ratios say what the coordination between them costs.
 
 use std::process::{Child, Command, Stdio};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
 use mqtt_bridge::mqtt::{self, BrokerUrl};
-use mqtt_bridge::sim::Fleet;
+use mqtt_bridge::sim::{Fleet, FleetConfig};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::json;
 use shared::metrics::Summary;
@@ -31,6 +33,9 @@ use crate::bench::{BenchArgs, WORKSPACE};
 
 /// Session slots of the bridges: every replica count here divides it.
 const SLOTS: usize = 6;
+/// Simulated docks (each with its aircraft) of the device bench, at 20 Hz: more than one machine
+/// carries, so the rates are saturation rates.
+const DOCKS: usize = 250;
 const WITHIN: Duration = Duration::from_secs(120);
 
 /// One side of the comparison.
@@ -49,6 +54,7 @@ pub struct Side {
     pub osd_stored_rps: f64,
     /// OSD pushes per second to each WebSocket client (mean over the clients).
     pub ws_rps: f64,
+    /// OSD the broker accepted from the devices (a plain subscriber's count).
     pub osd_sent: u64,
     pub osd_lost: u64,
     pub osd_doubled: u64,
@@ -80,7 +86,7 @@ impl std::fmt::Display for Side {
         )?;
         write!(
             f,
-            "{n} of each OSD (offered {:.0}/s) stored {:>8.0} msg/s, to each WebSocket {:>8.0} msg/s; probe p50 {:.1} ms p99 {:.1} ms ({}/{} received); sent {} lost {} doubled {}",
+            "{n} of each OSD (offered {:.0}/s) stored {:>8.0} msg/s, to each WebSocket {:>8.0} msg/s; probe p50 {:.1} ms p99 {:.1} ms ({}/{} pushed); broker accepted {} lost {} doubled {}",
             self.osd_offered_rps,
             self.osd_stored_rps,
             self.ws_rps,
@@ -126,6 +132,56 @@ pub async fn run(base: &Config, args: &BenchArgs) -> anyhow::Result<ReplicasRepo
     Ok(ReplicasReport { one, three })
 }
 
+/// A Mosquitto of its own on a free port of loopback, with the queue and packet limits Hangar
+/// ships (`mqtt-bridge/mosquitto.conf`) and anonymous clients; killed with the guard.
+pub struct OwnBroker {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl OwnBroker {
+    pub fn start(tag: &str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("{tag}_mosquitto"));
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_inflight_bytes 0\n\
+                 max_queued_messages 200000\nmax_queued_bytes 0\nmax_packet_size 16777216\nset_tcp_nodelay true\n"
+            ),
+        )?;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        let broker = Self { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "mosquitto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// `hangar serve` children, killed with the guard.
 struct Children(Vec<Child>);
 
@@ -150,12 +206,15 @@ async fn side(base: &Config, args: &BenchArgs, replicas: usize) -> anyhow::Resul
     config.nats_prefix = tag.clone();
     config.storage_dir = std::env::temp_dir().join(&tag);
     config.mqtt_share_group = tag.clone();
+    config.mqtt_slots = SLOTS as u16;
+    let broker = OwnBroker::start(&tag)?;
+    config.mqtt_url = broker.url();
     let result = measure(&config, args, replicas).await;
-    forget_sessions(&config).await;
+    drop(broker);
     if let Ok(nats) = shared::nats::connect(base).await {
         let _ = jetstream::new(nats).delete_key_value(mqtt_bridge::slots::bucket(&tag)).await;
     }
-    crate::bench::cleanup(base, &tag).await;
+    crate::bench::remove_run(base, &tag).await;
     result
 }
 
@@ -168,6 +227,9 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
     shared::nats::ensure_streams(&js, &names, config).await?;
 
     let exe = std::env::current_exe().context("the hangar binary")?;
+    // The children's warnings go to files, kept when something was lost or doubled.
+    let logs = std::env::temp_dir().join(format!("{}_logs", config.nats_prefix));
+    std::fs::create_dir_all(&logs)?;
     let mut children = Children(Vec::new());
     let (mut commands, mut queries) = (Vec::new(), Vec::new());
     for component in ["projectors", "command", "query", "bridge"] {
@@ -179,7 +241,7 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
                 .env("HANGAR_LISTEN", format!("127.0.0.1:{port}"))
                 .env("HANGAR_S3_ENDPOINT_LISTEN", "127.0.0.1:0")
                 .env("HANGAR_DATABASE_URL", &config.database_url)
-                .env("HANGAR_DATABASE_POOL", if replicas == 1 { "16" } else { "8" })
+                .env("HANGAR_DATABASE_POOL", pool_size(component, replicas).to_string())
                 .env("HANGAR_NATS_PREFIX", &config.nats_prefix)
                 .env("HANGAR_JWT_SECRET", &config.jwt_secret)
                 .env("HANGAR_STORAGE_DIR", &config.storage_dir)
@@ -189,6 +251,7 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
                 .env("HANGAR_MQTT_SLOTS", SLOTS.to_string())
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
+                .stderr(std::fs::File::create(logs.join(format!("{component}-{i}.log")))?)
                 .spawn()
                 .context("starting a hangar process")?;
             children.0.push(child);
@@ -265,12 +328,22 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
     for q in &queries {
         clients.push(crate::bench_devices::ws_client(q, &admin, prefix.clone(), probe.clone()).await?);
     }
-    let fleet = Fleet::start(crate::bench_devices::fleet_config(&prefix, 500, 20.0)).await?;
+    // The devices come online and are bound at 1 Hz first, then the same docks flood.
+    let fleet_config =
+        |hz| FleetConfig { broker: config.mqtt_url.clone(), ..crate::bench_devices::fleet_config(&prefix, DOCKS, hz) };
+    let fleet = Fleet::start(fleet_config(1.0)).await?;
     let (pc, acked) = probe_client(&BrokerUrl::parse(&config.mqtt_url)?);
     let topo = json!({"tid": uuid::Uuid::new_v4().to_string(), "bid": "b", "timestamp": 0, "method": "update_topo",
         "data": {"domain": 3, "type": 2, "sub_type": 0, "thing_version": "1.2.0", "sub_devices": []}});
     pc.publish(format!("sys/product/{probe}/status"), QoS::AtLeastOnce, false, topo.to_string()).await?;
-    crate::bench_devices::bind_all(&pool, &prefix, 1001).await?;
+    crate::bench_devices::bind_all(&pool, &prefix, 2 * DOCKS as i64 + 1).await?;
+    fleet.stop().await;
+    // What the broker accepted from this side's devices, as a plain subscriber receives it: the
+    // simulator counts what it queued, and what it still held when stopped never left it.
+    let accepted_osd = Arc::new(AtomicU64::new(0));
+    let watcher = osd_watcher(&BrokerUrl::parse(&config.mqtt_url)?, &prefix, accepted_osd.clone()).await?;
+    let stored_before = count(&js, &names, &names.telemetry_kind_filter("osd")).await?;
+    let fleet = Fleet::start(fleet_config(20.0)).await?;
     let osd = names.telemetry_kind_filter("osd");
     let stored0 = count(&js, &names, &osd).await?;
     let (sent0, ws0, t0) = (fleet.stats().osd, ws_total(&clients), Instant::now());
@@ -284,15 +357,24 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
     }
     let (sent1, ws1, dt) = (fleet.stats().osd, ws_total(&clients), t0.elapsed().as_secs_f64());
     let stored1 = count(&js, &names, &osd).await?;
-    let stats = fleet.stop().await;
-    // everything the docks and the probe published, from the start (topology aside: not OSD)
-    let osd_sent = stats.osd + probes_sent;
+    fleet.stop().await;
     wait("the probe's OSD acked by the broker", || async { acked.load(Ordering::Relaxed) > probes_sent }).await.ok();
+    // Everything the broker accepted: once the watcher's count stands still for 2 s.
+    let mut osd_sent = 0;
+    let mut changed = Instant::now();
+    while changed.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let n = accepted_osd.load(Ordering::Relaxed);
+        if n != osd_sent {
+            (osd_sent, changed) = (n, Instant::now());
+        }
+    }
+    watcher.abort();
     // stored until all of it is in, or nothing more arrives for 5 s (a loss)
     let (mut stored, mut changed) = (0, Instant::now());
     while stored < osd_sent && changed.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let n = count(&js, &names, &osd).await?;
+        let n = count(&js, &names, &osd).await? - stored_before;
         if n != stored {
             (stored, changed) = (n, Instant::now());
         }
@@ -302,6 +384,12 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
     let q = |p| probe_stats.latency.quantile(p).unwrap_or_default();
     let lq = |p| latency.quantile(p).unwrap_or_default();
     drop(children);
+    let clean = accepted == files as u64 && recorded == distinct && stored == osd_sent;
+    if clean {
+        let _ = std::fs::remove_dir_all(&logs);
+    } else {
+        eprintln!("bench: something was lost or doubled; the processes' logs are in {}", logs.display());
+    }
     Ok(Side {
         replicas,
         upload_rps,
@@ -322,6 +410,19 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
         probes_sent,
         probes_received,
     })
+}
+
+/// Postgres connections of one process: each service's connections are divided between its
+/// replicas, so that both sides open about as many (and twelve processes stay within the server's
+/// `max_connections`, which other clients share).
+fn pool_size(component: &str, replicas: usize) -> usize {
+    let per_service: usize = match component {
+        "command" => 16,
+        "projectors" => 10,
+        "query" => 6,
+        _ => 2,
+    };
+    per_service.div_ceil(replicas).max(2)
 }
 
 /// Polls `f` every 100 ms until it holds, or fails after [`WITHIN`].
@@ -345,6 +446,40 @@ fn tag_prefix(config: &Config) -> String {
 
 fn ws_total(clients: &[Arc<crate::bench_devices::WsStats>]) -> u64 {
     clients.iter().map(|c| c.osd.load(Ordering::Relaxed)).sum()
+}
+
+/// Counts the OSD messages of devices whose serial starts with `prefix` that the broker delivers
+/// to a plain subscriber.
+async fn osd_watcher(
+    url: &BrokerUrl,
+    prefix: &str,
+    counter: Arc<AtomicU64>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let id = format!("bench-watch-{}", uuid::Uuid::new_v4().simple());
+    let (client, mut el) = mqtt::client(mqtt::options(url, &id, Duration::from_secs(30), true, None), 1000);
+    client.subscribe("thing/product/+/osd", QoS::AtLeastOnce).await?;
+    let mine = format!("thing/product/{prefix}");
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    let h = tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(t) = ready_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic.starts_with(&mine) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready).await.context("OSD watcher")??;
+    Ok(h)
 }
 
 /// A plain MQTT client for the probe dock, and how many of its publishes the broker acked.
@@ -395,26 +530,4 @@ async fn slots_held(js: &jetstream::Context, config: &Config) -> usize {
         }
     }
     held
-}
-
-/// Ends the slots' persistent sessions on the broker, which would otherwise keep queueing the
-/// next side's device traffic for a group that is gone.
-async fn forget_sessions(config: &Config) {
-    let Ok(url) = BrokerUrl::parse(&config.mqtt_url) else { return };
-    for i in 0..SLOTS {
-        let id = mqtt_bridge::slots::client_id(&config.mqtt_share_group, i);
-        let (client, mut el) = mqtt::client(mqtt::options(&url, &id, Duration::from_secs(30), true, None), 10);
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match el.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client.try_disconnect();
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-    }
 }

@@ -81,6 +81,41 @@ pub fn client_id(share_group: &str, i: usize) -> String {
     format!("{share_group}-slot-{i}")
 }
 
+/// Ends the persistent sessions of every slot of the configured share group on the broker (a
+/// clean-session connect under each slot's client id), so that the broker stops queueing device
+/// messages for a group that is gone for good: a group taken down (a test's, a benchmark's, a
+/// decommissioned installation's) would otherwise keep a copy of every device message until its
+/// sessions expire. Never while a replica of the group runs: it would lose what was queued.
+pub async fn forget_sessions(config: &Config) -> anyhow::Result<()> {
+    let url = BrokerUrl::parse(&config.mqtt_url)?;
+    let credentials =
+        (!config.mqtt_username.is_empty()).then_some((config.mqtt_username.as_str(), config.mqtt_password.as_str()));
+    for i in 0..usize::from(config.mqtt_slots) {
+        let id = client_id(&config.mqtt_share_group, i);
+        let options = crate::mqtt::options(&url, &id, Duration::from_secs(30), true, credentials);
+        let (client, mut eventloop) = crate::mqtt::client(options, 10);
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ = client.try_disconnect();
+                    }
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("ending the session {id}: {e}"),
+            Err(_) => anyhow::bail!("ending the session {id}: the broker did not answer in 5 s"),
+        }
+    }
+    Ok(())
+}
+
 /// Bucket names and keys allow letters, digits, `-` and `_` (and `.` between key tokens).
 fn key_token(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()

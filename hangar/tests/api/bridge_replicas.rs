@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{consumer, kv};
 use hangar::Components;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -119,27 +119,6 @@ async fn announce(docks: &mut [Dock], within: Duration) -> Vec<Duration> {
     waited
 }
 
-/// Removes the slots' persistent sessions from the shared broker.
-async fn forget_sessions(group: &str) {
-    for i in 0..SLOTS {
-        let mut o = MqttOptions::new(mqtt_bridge::slots::client_id(group, i), "127.0.0.1", 1883);
-        o.set_clean_session(true);
-        let (client, mut el) = AsyncClient::new(o, 10);
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match el.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                        let _ = client.try_disconnect();
-                    }
-                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await;
-    }
-}
-
 #[tokio::test]
 async fn a_bridge_replica_killed_for_good_strands_no_device() {
     let mut c = test_config();
@@ -211,12 +190,8 @@ async fn a_bridge_replica_killed_for_good_strands_no_device() {
     }
     assert!(slowest < Duration::from_secs(6), "slowest status_reply after the kill: {slowest:?}");
 
-    let group = app.config.mqtt_share_group.clone();
-    let bucket = mqtt_bridge::slots::bucket(&app.config.nats_prefix);
-    let js = app.js.clone();
+    // (stop also ends the slots' sessions on the broker and removes the lease bucket)
     app.stop().await;
-    let _ = js.delete_key_value(bucket).await;
-    forget_sessions(&group).await;
 }
 
 /// An installation made by a bridge with other lease times (or the 30 s ack wait of older
@@ -271,7 +246,5 @@ async fn a_bridge_brings_older_lease_and_ack_wait_settings_to_its_own() {
         kv == lease && ack_wait == lease
     })
     .await;
-    let group = app.config.mqtt_share_group.clone();
     app.stop().await;
-    forget_sessions(&group).await;
 }

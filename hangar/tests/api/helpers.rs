@@ -86,6 +86,10 @@ impl TestApp {
             let _ = self.js.delete_stream(stream).await;
         }
         let _ = self.js.delete_key_value(mqtt_bridge::slots::bucket(&self.config.nats_prefix)).await;
+        // A share group of this test's own leaves no sessions queueing the broker's traffic.
+        if self.config.mqtt_share_group == self.config.nats_prefix {
+            let _ = mqtt_bridge::slots::forget_sessions(&self.config).await;
+        }
         if let Ok(admin) = shared::db::connect("postgres://postgres@127.0.0.1:5432/postgres", 1).await {
             let db = self.config.nats_prefix.clone();
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).execute(&admin).await;

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,56 +40,6 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A Mosquitto of this test with the limits Hangar ships (`mqtt-bridge/mosquitto.conf`), killed
-/// with the guard.
-struct Broker {
-    port: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Broker {
-    fn start(tag: &str) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("{tag}_mosquitto"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_inflight_bytes 0\n\
-                 max_queued_messages 200000\nmax_queued_bytes 0\nmax_packet_size 16777216\nset_tcp_nodelay true\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { port, dir, child }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// One `hangar serve` child running one component.
@@ -134,7 +83,7 @@ impl Cluster {
     }
 }
 
-fn spawn(app: &TestApp, broker: &Broker, logs: &std::path::Path, component: &'static str, index: usize) -> Proc {
+fn spawn(app: &TestApp, logs: &std::path::Path, component: &'static str, index: usize) -> Proc {
     let port = free_port();
     let c = &app.config;
     let pool = match component {
@@ -153,7 +102,7 @@ fn spawn(app: &TestApp, broker: &Broker, logs: &std::path::Path, component: &'st
         .env("HANGAR_NATS_PREFIX", &c.nats_prefix)
         .env("HANGAR_JWT_SECRET", &c.jwt_secret)
         .env("HANGAR_STORAGE_DIR", &c.storage_dir)
-        .env("HANGAR_MQTT_URL", broker.url())
+        .env("HANGAR_MQTT_URL", &c.mqtt_url)
         .env("HANGAR_MQTT_SHARE_GROUP", &c.mqtt_share_group)
         .env("HANGAR_MQTT_CLIENT_ID", format!("{}-{component}-{index}", c.nats_prefix))
         .env("HANGAR_MQTT_SLOTS", SLOTS.to_string())
@@ -355,8 +304,8 @@ async fn probe(broker: u16, sn: String, timings: Timings, sent: Arc<AtomicU64>, 
         client.publish(format!("thing/product/{sn}/requests"), QoS::AtLeastOnce, false, msg.to_string()).await.unwrap();
         sent.fetch_add(1, Ordering::Relaxed);
     }
-    // Answers still on their way are read until the test has checked them.
-    let _ = events;
+    // Answers still on their way are read on (the task is detached) until the test has checked them.
+    drop(events);
 }
 
 /// What one WebSocket client received: the last OSD push per device (`dock_osd` for the web,
@@ -441,8 +390,10 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
     // the twelve children.
     let mut c = test_config();
     c.mqtt_share_group = c.nats_prefix.clone();
+    c.mqtt_slots = SLOTS as u16;
     let tag = c.nats_prefix.clone();
-    let broker = Broker::start(&tag);
+    let broker = hangar::bench_replicas::OwnBroker::start(&tag).expect("a Mosquitto of this test");
+    c.mqtt_url = broker.url();
     let app = TestApp::spawn_with(c, hangar::Components::NONE).await;
     let names = Names::new(&app.config.nats_prefix);
     let logs = std::env::temp_dir().join(format!("{tag}_logs"));
@@ -452,7 +403,7 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
     let mut cluster = Cluster { procs: Vec::new() };
     for component in ["projectors", "command", "query", "bridge"] {
         for i in 0..REPLICAS {
-            cluster.procs.push(spawn(&app, &broker, &logs, component, i));
+            cluster.procs.push(spawn(&app, &logs, component, i));
         }
     }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
