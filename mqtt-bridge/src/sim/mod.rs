@@ -147,6 +147,14 @@ pub struct FleetConfig {
     /// true). Without it a dock is idle (mode 0, aircraft in the dock, battery full) except while
     /// a flight task flies.
     pub cycle_flights: bool,
+    /// Whether a dock announces its topology (`update_topo`) after every connection (default
+    /// true). Benchmarks that registered the docks with an earlier fleet turn it off, so that
+    /// what they measure is OSD alone.
+    pub announce_topology: bool,
+    /// Adds `data.sim_sent_us`, the time the message was built (microseconds since 1970), to
+    /// every OSD message, so that whoever receives it can tell its end-to-end delay (default
+    /// false).
+    pub osd_send_time: bool,
 }
 
 impl Default for FleetConfig {
@@ -170,6 +178,8 @@ impl Default for FleetConfig {
             resource_get: ResourceGet::WhenNoUrl,
             request_timeout: Duration::from_secs(10),
             cycle_flights: true,
+            announce_topology: true,
+            osd_send_time: false,
         }
     }
 }
@@ -902,7 +912,7 @@ impl Driver {
                     // OSD: spread like the OSD, not a burst of thousands at once that a broker's
                     // queue limit for the bridge would cut.
                     for d in &mut self.docks {
-                        d.announce = true;
+                        d.announce = self.config.announce_topology;
                     }
                 }
                 Some((topic, payload)) = inbox.recv() => self.on_message(&topic, &payload).await,
@@ -941,20 +951,14 @@ impl Driver {
             }
         }
         let qos = self.config.osd_qos;
-        out.publish(
-            Kind::Osd,
-            protocol::thing_topic(&d.ids.dock_sn, "osd"),
-            qos,
-            d.dock_osd().to_string().into_bytes(),
-        )
-        .await;
-        out.publish(
-            Kind::Osd,
-            protocol::thing_topic(&d.ids.drone_sn, "osd"),
-            qos,
-            d.drone_osd().to_string().into_bytes(),
-        )
-        .await;
+        let stamp = |mut osd: Value| {
+            if self.config.osd_send_time {
+                osd["data"]["sim_sent_us"] = json!(chrono::Utc::now().timestamp_micros());
+            }
+            osd.to_string().into_bytes()
+        };
+        out.publish(Kind::Osd, protocol::thing_topic(&d.ids.dock_sn, "osd"), qos, stamp(d.dock_osd())).await;
+        out.publish(Kind::Osd, protocol::thing_topic(&d.ids.drone_sn, "osd"), qos, stamp(d.drone_osd())).await;
         if hms_probability > 0.0 && rand::thread_rng().gen_bool(hms_probability) {
             let topic = protocol::thing_topic(&d.ids.dock_sn, "events");
             out.publish(Kind::Hms, topic, QoS::AtLeastOnce, d.hms().to_string().into_bytes()).await;
