@@ -383,6 +383,7 @@ pub(crate) async fn worker(
     let errors = metrics::counter("hangar_bridge_jetstream_errors_total", &[]);
     let mut forwarded: HashMap<Kind, Arc<AtomicU64>> = HashMap::new();
     let mut inflight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut limit = BodyLimit::default();
     let mut open = true;
     while open || !inflight.is_empty() {
         tokio::select! {
@@ -406,7 +407,7 @@ pub(crate) async fn worker(
                 }
             }
             received = rx.recv(), if open && inflight.len() < WINDOW => match received {
-                Some(received) => inflight.push_back(send(&js, &names, received).await),
+                Some(received) => inflight.push_back(send(&js, &names, received, limit.get(&js)).await),
                 None => open = false,
             },
         }
@@ -424,11 +425,29 @@ fn max_body(js: &jetstream::Context) -> usize {
     max_payload.saturating_sub(HEADER_ROOM).max(1024)
 }
 
+/// [`max_body`], looked up again once a second: the server's info is copied whole on every look-up,
+/// and it changes only with a reconnection to another server.
+#[derive(Default)]
+struct BodyLimit {
+    value: usize,
+    at: Option<std::time::Instant>,
+}
+
+impl BodyLimit {
+    fn get(&mut self, js: &jetstream::Context) -> usize {
+        if self.at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            self.value = max_body(js);
+            self.at = Some(std::time::Instant::now());
+        }
+        self.value
+    }
+}
+
 /// Starts the JetStream publish of one message, so that JetStream order is arrival order, and
 /// returns the future of its acks.
-async fn send(js: &jetstream::Context, names: &Names, received: Received) -> Pending {
+async fn send(js: &jetstream::Context, names: &Names, received: Received, max_body: usize) -> Pending {
     let translated =
-        translate(names, &received.publish.topic, &received.publish.payload, received.received_at, max_body(js));
+        translate(names, &received.publish.topic, &received.publish.payload, received.received_at, max_body);
     log_oddities(&received.publish, &translated);
     let mut acks = Vec::with_capacity(translated.messages.len());
     let mut failed = None;
