@@ -316,6 +316,9 @@ pub struct SimStats {
     pub acks_received: u64,
     /// Publishes that could not be queued (the connection's task had stopped).
     pub errors: u64,
+    /// QoS 1 publishes the broker acknowledged (PubAck): what it took responsibility for. A
+    /// publish counted above but not here was still queued in the simulator when it stopped.
+    pub acked: u64,
     /// Photos uploaded to object storage after a flight.
     pub uploads: u64,
     /// Photos not uploaded: `storage_config_get` refused or unanswered, or the upload failed.
@@ -340,6 +343,7 @@ struct Counters {
     requests: AtomicU64,
     acks_received: AtomicU64,
     errors: AtomicU64,
+    acked: AtomicU64,
     uploads: AtomicU64,
     upload_errors: AtomicU64,
 }
@@ -357,6 +361,7 @@ impl Counters {
             requests: get(&self.requests),
             acks_received: get(&self.acks_received),
             errors: get(&self.errors),
+            acked: get(&self.acked),
             uploads: get(&self.uploads),
             upload_errors: get(&self.upload_errors),
         }
@@ -683,6 +688,7 @@ async fn connection_loop(
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 subscribed.send_replace(true);
             }
+            Ok(Event::Incoming(Packet::PubAck(_))) => Counters::add(&counters.acked),
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic.ends_with("/services") || p.topic.ends_with("/property/set") {
                     Counters::add(&counters.commands);
@@ -884,7 +890,9 @@ impl Driver {
         let period = 1.0 / self.config.osd_hz;
         let count = self.docks.len();
         let tick = Duration::from_secs_f64((period / count.max(1) as f64).max(0.002));
-        let per_tick = tick.as_secs_f64() / period * count as f64;
+        // Docks due per second of being online. What is due follows the clock, not the ticks: a
+        // busy machine delays ticks, and a fleet that skipped them would offer less than asked.
+        let per_second = count as f64 / period;
         let hms_probability =
             self.config.hms_every.map_or(0.0, |every| (period / every.as_secs_f64().max(1e-3)).min(1.0));
         let mut ticker = tokio::time::interval(tick);
@@ -898,6 +906,7 @@ impl Driver {
         flight_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut due = 0.0f64;
         let started = Instant::now();
+        let mut last_tick: Option<Instant> = None;
 
         loop {
             let online = *connected.borrow() > 0;
@@ -921,7 +930,11 @@ impl Driver {
                 _ = flight_check.tick(), if online && self.task_work => self.poll_tasks().await,
                 _ = binding_check.tick(), if online && !self.bindings.is_empty() => self.check_bindings().await,
                 _ = ticker.tick(), if online => {
-                    due += per_tick;
+                    let now = Instant::now();
+                    // after a stall (or time offline) at most one period is caught up at once
+                    let since = last_tick.map_or(tick, |at| now - at);
+                    last_tick = Some(now);
+                    due = (due + since.as_secs_f64() * per_second).min(count as f64);
                     let t = started.elapsed().as_secs_f64();
                     while due >= 1.0 {
                         due -= 1.0;
