@@ -537,7 +537,11 @@ pub struct FleetPhase {
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
-    pub drained: Duration,
+    /// Pushes the WebSocket session's queue dropped (`hangar_ws_dropped_total`).
+    pub ws_queue_dropped: u64,
+    /// How long after the fleet stopped JetStream had everything, and the client every push.
+    pub stored_after: Duration,
+    pub pushed_after: Duration,
 }
 
 pub struct FleetReport {
@@ -550,21 +554,25 @@ impl std::fmt::Display for FleetPhase {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         write!(
             f,
-            "fleet     {:>6} docks + aircraft at 1 Hz, QoS 1, {} s: sent {} (broker received {}), broker dropped {}, \
-             stored {} (lost {}), pushed {} (lost {}); push delay p50 {:.1} ms p99 {:.1} ms max {:.1} ms; drained {:.1} s after the last",
+            "fleet     {:>6} docks + aircraft at 1 Hz, QoS 1, {} s: sent {} ({:.0}/s; broker received {}, dropped {}), \
+             stored {} (lost {}), pushed {} (lost {}, {} of them at the WebSocket session's queue); \
+             push delay p50 {:.1} ms p99 {:.1} ms max {:.1} ms; all stored {:.1} s and pushed {:.1} s after the last was sent",
             self.docks,
             self.seconds,
             self.sent,
+            self.sent as f64 / self.seconds as f64,
             self.broker_received,
             self.broker_dropped,
             self.stored,
             self.sent as i64 - self.stored as i64,
             self.pushed,
             self.sent as i64 - self.pushed as i64,
+            self.ws_queue_dropped,
             ms(self.p50),
             ms(self.p99),
             ms(self.max),
-            self.drained.as_secs_f64()
+            self.stored_after.as_secs_f64(),
+            self.pushed_after.as_secs_f64(),
         )
     }
 }
@@ -590,6 +598,8 @@ pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Resu
         let ws = ws_client(ctx.base, ctx.token, prefix.clone()).await?;
         let before = broker_counters(ctx.url).await?;
         let stored0 = stored(ctx.js, ctx.names).await?;
+        let ws_dropped = shared::metrics::counter("hangar_ws_dropped_total", &[]);
+        let ws_dropped0 = ws_dropped.load(Ordering::Relaxed);
         eprintln!("bench: {docks} docks and their aircraft at 1 Hz ({seconds} s)…");
         let fleet = Fleet::start(FleetConfig {
             broker: ctx.url.into(),
@@ -603,12 +613,14 @@ pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Resu
         })
         .await?;
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let sent = fleet.stop().await.osd;
+        // Sent: what the broker acknowledged (every QoS 1 publish of this fleet is an OSD message).
+        let sent = fleet.stop().await.acked;
         let stopped = Instant::now();
         settle(stored0 + sent, Duration::from_secs(5), Duration::from_secs(300), || stored(ctx.js, ctx.names)).await?;
+        let stored_after = stopped.elapsed();
         let ws_count = || async { anyhow::Ok(ws.osd.load(Ordering::Relaxed)) };
-        settle(sent, Duration::from_secs(3), Duration::from_secs(60), ws_count).await?;
-        let drained = stopped.elapsed();
+        settle(sent, Duration::from_secs(3), Duration::from_secs(120), ws_count).await?;
+        let pushed_after = stopped.elapsed();
         let after = broker_counters(ctx.url).await?;
         let q = |p| ws.delay.quantile(p).unwrap_or_default();
         phases.push(FleetPhase {
@@ -622,7 +634,9 @@ pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Resu
             p50: q(0.5),
             p99: q(0.99),
             max: q(1.0),
-            drained,
+            ws_queue_dropped: ws_dropped.load(Ordering::Relaxed) - ws_dropped0,
+            stored_after,
+            pushed_after,
         });
         if let Some(p) = phases.last() {
             eprintln!("{p}");
