@@ -9,9 +9,11 @@
 //!    per second (ingest) and what a WebSocket client received (push), as shares of the ceiling.
 //!
 //! `fleet`, the real thing at scale: 1,000, 5,000 and 10,000 simulated docks with their aircraft
-//! at 1 Hz, QoS 1 (`--fleet-docks`). The docks are registered and bound by an earlier fleet, so
-//! every OSD message of the measured one must reach JetStream and the WebSocket; each carries its
-//! send time. Reported: sent, dropped by the broker (its `$SYS` counter), stored, pushed, the
+//! at 1 Hz, QoS 1 (`--fleet-docks`). The docks are registered and bound beforehand (the device
+//! inbox's commands for their topology, run directly), so every OSD message of the measured fleet
+//! must reach JetStream and the WebSocket; each carries its send time. Every size uses the first
+//! docks of the one registered fleet: docks silent for a minute since are offline, and come back
+//! online with their first message, as a real fleet does. Reported: sent, dropped by the broker (its `$SYS` counter), stored, pushed, the
 //! exact loss at each step, and the push delay p50/p99 over every message.
 //!
 //! `hangar bench --only devices|fleet` runs a Mosquitto of its own ([`Broker`], configured with
@@ -322,63 +324,59 @@ async fn rate<F: Fn() -> u64>(seconds: u64, counter: F) -> f64 {
     (counter() - c0) as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// Registers `docks` docks with their aircraft (topology from a short-lived fleet) and binds
-/// them all to the bench's workspace, so that their OSD is pushed from the first message on.
+/// Registers docks 1..=`docks` of `prefix` with their aircraft and binds them all to the bench's
+/// workspace, so that their OSD is pushed from the first message on. The commands are those the
+/// device inbox runs for a dock's `update_topo`, executed here directly and 32 at a time: through
+/// the inbox, 10,000 docks take minutes to register on this machine, and registration is not what
+/// is measured.
 async fn register(ctx: &Ctx<'_>, prefix: &str, docks: usize) -> anyhow::Result<()> {
-    let fleet = Fleet::start(FleetConfig {
-        broker: ctx.url.into(),
-        docks,
-        osd_hz: 0.2,
-        sn_prefix: prefix.into(),
-        hms_every: None,
-        ..Default::default()
-    })
-    .await?;
-    let bound = bind_all(ctx.pool, prefix, docks as i64 * 2).await;
-    fleet.stop().await;
-    bound
-}
-
-async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60 + expected as u64 / 100);
-    let count = |sql: &'static str| {
-        let pattern = format!("{prefix}%");
-        async move { sqlx::query_scalar::<_, i64>(sql).bind(pattern).fetch_one(pool).await }
-    };
-    loop {
-        let n = count("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND online").await?;
-        if n >= expected {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "only {n} of {expected} devices came online");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let sns: Vec<String> = sqlx::query_scalar("SELECT device_sn FROM rm_devices WHERE device_sn LIKE $1")
-        .bind(format!("{prefix}%"))
-        .fetch_all(pool)
-        .await?;
-    let devices = cqrs::<shared::domain::device::Device>(&shared::event_store::Appender::new(pool.clone()));
+    use shared::domain::device::Model;
+    let devices = cqrs::<shared::domain::device::Device>(&shared::event_store::Appender::new(ctx.pool.clone()));
     let ws = super::bench::WORKSPACE;
-    futures::stream::iter(sns)
-        .for_each_concurrent(32, |sn| {
-            let devices = devices.clone();
+    let failed = AtomicU64::new(0);
+    futures::stream::iter(1..=docks)
+        .for_each_concurrent(32, |i| {
+            let (devices, failed) = (devices.clone(), &failed);
             async move {
-                let cmd = DeviceCommand::Bind {
+                let d = SimDock::new(prefix, i);
+                let online = |model: Model, parent_sn: Option<String>| DeviceCommand::ReportOnline {
+                    model: Some(model),
+                    thing_version: Some("1.2.0".into()),
+                    control_source: parent_sn.as_ref().map(|_| "A".to_string()),
+                    parent_sn,
+                };
+                let bind = || DeviceCommand::Bind {
                     workspace_id: ws.into(),
                     user_id: String::new(),
                     nickname: None,
                     model: None,
                     by_user: false,
                 };
-                if let Err(e) = execute(&devices, &sn, cmd, metadata("bench", ws, "bench")).await {
-                    tracing::warn!(sn, error = %e, "bench bind failed");
+                let commands = [
+                    (&d.dock_sn, online(Model { domain: 3, kind: 2, sub_type: 0 }, None)),
+                    (&d.drone_sn, online(Model { domain: 0, kind: 91, sub_type: 0 }, Some(d.dock_sn.clone()))),
+                    (&d.dock_sn, DeviceCommand::ReportTopology { sub_devices: vec![d.drone_sn.clone()] }),
+                    (&d.dock_sn, bind()),
+                    (&d.drone_sn, bind()),
+                ];
+                for (sn, cmd) in commands {
+                    if let Err(e) = execute(&devices, sn, cmd, metadata("bench", ws, "bench")).await {
+                        tracing::warn!(sn, error = %e, "bench registration failed");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         })
         .await;
-    // let the projection and the WebSocket's device directory catch up
+    anyhow::ensure!(failed.load(Ordering::Relaxed) == 0, "{} registration commands failed", failed.load(Ordering::Relaxed));
+    // the projection, then the WebSocket's device directory (refreshed every 250 ms), catch up
+    let expected = docks as i64 * 2;
+    let deadline = Instant::now() + Duration::from_secs(60 + docks as u64 / 50);
     loop {
-        let n = count("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND bound").await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND bound")
+            .bind(format!("{prefix}%"))
+            .fetch_one(ctx.pool)
+            .await?;
         if n >= expected {
             break;
         }
@@ -590,10 +588,12 @@ impl std::fmt::Display for FleetReport {
 /// Fleets of each size in `sizes`, one after the other.
 pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Result<FleetReport> {
     let mut phases = Vec::new();
+    // Every size uses the first docks of one registered fleet.
+    let prefix = format!("{}F", ctx.tag);
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    eprintln!("bench: registering {largest} docks and their aircraft…");
+    register(ctx, &prefix, largest).await?;
     for &docks in sizes {
-        let prefix = format!("{}F{docks}X", ctx.tag);
-        eprintln!("bench: registering {docks} docks and their aircraft…");
-        register(ctx, &prefix, docks).await?;
         settle(u64::MAX, Duration::from_secs(2), Duration::from_secs(60), || stored(ctx.js, ctx.names)).await?;
         let ws = ws_client(ctx.base, ctx.token, prefix.clone()).await?;
         let before = broker_counters(ctx.url).await?;

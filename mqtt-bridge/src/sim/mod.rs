@@ -701,7 +701,9 @@ async fn connection_loop(
                     Counters::add(&counters.acks_received);
                 }
             }
-            Ok(Event::Outgoing(MqttOutgoing::Disconnect)) => break,
+            // Acks of the last publishes may still be on their way: read until the broker closes
+            // the connection (within the deadline).
+            Ok(Event::Outgoing(MqttOutgoing::Disconnect)) if deadline.is_none() => break,
             Ok(_) => {}
             Err(e) => {
                 subscribed.send_replace(false);
