@@ -211,7 +211,12 @@ async fn blast(url: &str, docks: &[SimDock], templates: &Arc<Templates>, until: 
     let topics: Arc<Vec<(String, bool)>> = Arc::new(
         docks
             .iter()
-            .flat_map(|d| [(format!("thing/product/{}/osd", d.dock_sn), true), (format!("thing/product/{}/osd", d.drone_sn), false)])
+            .flat_map(|d| {
+                [
+                    (format!("thing/product/{}/osd", d.dock_sn), true),
+                    (format!("thing/product/{}/osd", d.drone_sn), false),
+                ]
+            })
             .collect(),
     );
     for c in 0..BLASTERS {
@@ -368,7 +373,11 @@ async fn register(ctx: &Ctx<'_>, prefix: &str, docks: usize) -> anyhow::Result<(
             }
         })
         .await;
-    anyhow::ensure!(failed.load(Ordering::Relaxed) == 0, "{} registration commands failed", failed.load(Ordering::Relaxed));
+    anyhow::ensure!(
+        failed.load(Ordering::Relaxed) == 0,
+        "{} registration commands failed",
+        failed.load(Ordering::Relaxed)
+    );
     // the projection, then the WebSocket's device directory (refreshed every 250 ms), catch up
     let expected = docks as i64 * 2;
     let deadline = Instant::now() + Duration::from_secs(60 + docks as u64 / 50);
@@ -508,8 +517,8 @@ pub async fn run(ctx: &Ctx<'_>, seconds: u64) -> anyhow::Result<DeviceReport> {
     let sat_offered_rps = sent as f64 / t0.elapsed().as_secs_f64();
     counting.abort();
     // What the broker queued for the bridge meanwhile drains before anything else is measured.
-    let backlog = settle(stored0 + sent, Duration::from_secs(5), Duration::from_secs(300), || stored(ctx.js, ctx.names))
-        .await?;
+    let backlog =
+        settle(stored0 + sent, Duration::from_secs(5), Duration::from_secs(300), || stored(ctx.js, ctx.names)).await?;
     let dropped1 = broker_counters(ctx.url).await?.dropped;
     Ok(DeviceReport {
         broker: ctx.broker.clone(),
@@ -644,4 +653,3 @@ pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Resu
     }
     Ok(FleetReport { broker: ctx.broker.clone(), phases })
 }
-

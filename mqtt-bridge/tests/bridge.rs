@@ -546,7 +546,10 @@ async fn the_broker_queues_thousands_of_messages_for_an_absent_session() {
     }
     drop(session);
     forget_session(&id).await;
-    assert_eq!(received, TOTAL, "the broker dropped messages queued for an absent session: is it configured with mqtt-bridge/mosquitto.conf?");
+    assert_eq!(
+        received, TOTAL,
+        "the broker dropped messages queued for an absent session: is it configured with mqtt-bridge/mosquitto.conf?"
+    );
 }
 
 /// Mosquitto keeps at most `max_queued_messages` (1000 by default) QoS 1 messages for a
