@@ -183,6 +183,7 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
                 let ctx = crate::bench_devices::Ctx {
                     url: &config.mqtt_url,
                     broker: broker.clone(),
+                    own_broker: own_broker.is_some(),
                     tag: config.nats_prefix.to_ascii_uppercase(),
                     base: &base_url,
                     token: &token,

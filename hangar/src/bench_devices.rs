@@ -404,7 +404,7 @@ struct WsStats {
 
 /// Counts OSD pushes for devices whose serial starts with `prefix`, and the delay of those that
 /// carry their send time (`data.sim_sent_us`).
-async fn ws_client(base: &str, token: &str, prefix: String) -> anyhow::Result<Arc<WsStats>> {
+async fn ws_client(base: &str, token: &str, prefix: String, since_us: i64) -> anyhow::Result<Arc<WsStats>> {
     let url = format!("{}/api/v1/ws?x-auth-token={token}", base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
     let stats = Arc::new(WsStats { osd: AtomicU64::new(0), delay: Summary::default() });
@@ -416,15 +416,21 @@ async fn ws_client(base: &str, token: &str, prefix: String) -> anyhow::Result<Ar
             if !text.contains("_osd\"") || !text.contains(&sn) {
                 continue;
             }
-            st.osd.fetch_add(1, Ordering::Relaxed);
-            if let Some(at) = text.find("\"sim_sent_us\":") {
+            let sent = text.find("\"sim_sent_us\":").and_then(|at| {
                 let digits: String =
                     text[at + 14..].chars().skip_while(|c| *c == ' ').take_while(char::is_ascii_digit).collect();
-                if let Ok(sent) = digits.parse::<i64>() {
+                digits.parse::<i64>().ok()
+            });
+            match sent {
+                // a late push of an earlier phase is not this phase's
+                Some(sent) if sent < since_us => continue,
+                Some(sent) => {
                     let now = chrono::Utc::now().timestamp_micros();
                     st.delay.observe(Duration::from_micros((now - sent).max(0) as u64));
                 }
+                None => {}
             }
+            st.osd.fetch_add(1, Ordering::Relaxed);
         }
     });
     Ok(stats)
@@ -458,6 +464,8 @@ pub struct Ctx<'a> {
     /// The broker's URL, and what it is, for the report.
     pub url: &'a str,
     pub broker: String,
+    /// Whether the broker is the bench's own ([`Broker`]), which only the bench's load reaches.
+    pub own_broker: bool,
     pub tag: String,
     pub base: &'a str,
     pub token: &'a str,
@@ -490,7 +498,7 @@ pub async fn run(ctx: &Ctx<'_>, seconds: u64) -> anyhow::Result<DeviceReport> {
     let prefix = format!("{}S", ctx.tag);
     register(ctx, &prefix, SATURATION_DOCKS).await?;
     settle(u64::MAX, Duration::from_secs(2), Duration::from_secs(30), || stored(ctx.js, ctx.names)).await?;
-    let ws = ws_client(ctx.base, ctx.token, prefix.clone()).await?;
+    let ws = ws_client(ctx.base, ctx.token, prefix.clone(), 0).await?;
     let stored_now = Arc::new(AtomicU64::new(stored(ctx.js, ctx.names).await?));
     let counting = {
         let (js, names, stored_now) = (ctx.js.clone(), ctx.names.clone(), stored_now.clone());
@@ -538,6 +546,9 @@ pub struct FleetPhase {
     pub seconds: u64,
     pub sent: u64,
     pub broker_received: u64,
+    /// The broker is the bench's own: what it received is exactly what the fleet sent, acks that
+    /// crossed the simulator's disconnection included, and losses are counted from it.
+    pub own_broker: bool,
     pub broker_dropped: u64,
     pub stored: u64,
     pub pushed: u64,
@@ -559,6 +570,7 @@ pub struct FleetReport {
 impl std::fmt::Display for FleetPhase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let accepted = if self.own_broker { self.broker_received } else { self.sent } as i64;
         write!(
             f,
             "fleet     {:>6} docks + aircraft at 1 Hz, QoS 1, {} s: sent {} ({:.0}/s; broker received {}, dropped {}), \
@@ -571,9 +583,9 @@ impl std::fmt::Display for FleetPhase {
             self.broker_received,
             self.broker_dropped,
             self.stored,
-            self.sent as i64 - self.stored as i64,
+            accepted - self.stored as i64,
             self.pushed,
-            self.sent as i64 - self.pushed as i64,
+            accepted - self.pushed as i64,
             self.ws_queue_dropped,
             ms(self.p50),
             ms(self.p99),
@@ -604,7 +616,7 @@ pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Resu
     register(ctx, &prefix, largest).await?;
     for &docks in sizes {
         settle(u64::MAX, Duration::from_secs(2), Duration::from_secs(60), || stored(ctx.js, ctx.names)).await?;
-        let ws = ws_client(ctx.base, ctx.token, prefix.clone()).await?;
+        let ws = ws_client(ctx.base, ctx.token, prefix.clone(), chrono::Utc::now().timestamp_micros()).await?;
         let before = broker_counters(ctx.url).await?;
         let stored0 = stored(ctx.js, ctx.names).await?;
         let ws_dropped = shared::metrics::counter("hangar_ws_dropped_total", &[]);
@@ -637,6 +649,7 @@ pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Resu
             seconds,
             sent,
             broker_received: after.received.saturating_sub(before.received),
+            own_broker: ctx.own_broker,
             broker_dropped: after.dropped.saturating_sub(before.dropped),
             stored: stored(ctx.js, ctx.names).await? - stored0,
             pushed: ws.osd.load(Ordering::Relaxed),
