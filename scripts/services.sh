@@ -50,6 +50,63 @@ fi
 
 if ! port_open 1883; then
   ensure_pkg mosquitto mosquitto /usr/sbin/mosquitto
+fi
+
+# Mosquitto with Hangar's settings (mqtt-bridge/mosquitto.conf: queue and in-flight limits,
+# persistence): installed as a drop-in of the machine's configuration, and a broker that was
+# started before the drop-in was installed is restarted once (Mosquitto does not apply the queue
+# limits on a reload signal).
+MOSQUITTO_CONF=/etc/mosquitto/mosquitto.conf
+HANGAR_MOSQUITTO="$PWD/mqtt-bridge/mosquitto.conf"
+
+mosquitto_pid() {
+  local pid
+  pid=$(ss -ltnpH 'sport = :1883' 2>/dev/null | grep -o 'pid=[0-9]*' | head -n 1 | cut -d= -f2)
+  [ -n "$pid" ] && echo "$pid"
+}
+
+configure_mosquitto() {
+  local dir dropin
+  dir=$(awk '$1 == "include_dir" { print $2; exit }' "$MOSQUITTO_CONF" 2>/dev/null || true)
+  dropin="${dir:-/etc/mosquitto/conf.d}/hangar.conf"
+  if [ -n "$dir" ] && cmp -s "$HANGAR_MOSQUITTO" "$dropin"; then
+    echo "$dropin"
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "services: Mosquitto lacks Hangar's settings (it drops messages past 1,000 queued per client); run: sudo $0" >&2
+    return 1
+  fi
+  echo "services: installing Hangar's Mosquitto settings as $dropin" >&2
+  mkdir -p "$(dirname "$dropin")"
+  if [ -z "$dir" ]; then
+    printf '\ninclude_dir %s\n' "$(dirname "$dropin")" >> "$MOSQUITTO_CONF"
+  fi
+  cp "$HANGAR_MOSQUITTO" "$dropin"
+  echo "$dropin"
+}
+
+# The broker on port 1883 that this script last saw carry the drop-in: "<pid> <drop-in checksum>".
+STAMP=/run/hangar-mosquitto.stamp
+stamp() { [ "$(id -u)" = 0 ] && echo "$1 $(cksum < "$2")" > "$STAMP" || true; }
+
+if [ -f "$MOSQUITTO_CONF" ] && dropin=$(configure_mosquitto) && pid=$(mosquitto_pid); then
+  if [ "$(cat "$STAMP" 2>/dev/null)" != "$pid $(cksum < "$dropin")" ]; then
+    started=$(date -d "$(ps -o lstart= -p "$pid")" +%s)
+    installed=$(stat -c %Y "$dropin" "$MOSQUITTO_CONF" | sort -n | tail -n 1)
+    if ! tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "-c $MOSQUITTO_CONF"; then
+      echo "services: the Mosquitto on port 1883 was not started from $MOSQUITTO_CONF; Hangar's settings may be missing" >&2
+    elif [ "$started" -le "$installed" ]; then
+      echo "services: restarting mosquitto (pid $pid) with Hangar's settings" >&2
+      kill "$pid"
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    else
+      stamp "$pid" "$dropin"
+    fi
+  fi
+fi
+
+if ! port_open 1883; then
   echo "services: starting mosquitto" >&2
   if [ "$(id -u)" = 0 ]; then
     # What the packaged service makes before it starts (its pid file and log live there).
@@ -57,6 +114,7 @@ if ! port_open 1883; then
       mkdir -p -m 740 "$d" && chown mosquitto: "$d" 2>/dev/null || true
     done
   fi
-  mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  mosquitto -d -c "$MOSQUITTO_CONF"
   wait_port 1883 mosquitto
+  if [ -n "${dropin:-}" ] && pid=$(mosquitto_pid); then stamp "$pid" "$dropin"; fi
 fi

@@ -29,8 +29,9 @@ pub struct BenchArgs {
     /// Concurrent clients at saturation (pgbench uses the same number).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to the
-    /// WebSocket against the broker), `services` (commands to docks and their answers against
+    /// Only one part: `media` (upload-callbacks against pgbench), `devices` (OSD to JetStream and
+    /// the WebSocket at saturation against the broker's own ceiling), `fleet` (1,000 to 10,000
+    /// docks at 1 Hz: loss and push delay), `services` (commands to docks and their answers against
     /// the broker's own request/reply), `storage` (an upload through the S3 endpoint against a
     /// file copy), `wpml` (reading a 1,000-waypoint KMZ against inflating it) or `jobs` (1,000
     /// timed jobs on 1,000 docks due within one minute, against the broker's round trip); or
@@ -38,6 +39,9 @@ pub struct BenchArgs {
     /// against three processes of each service, with their ratios and loss and duplicate counts).
     #[arg(long)]
     pub only: Option<String>,
+    /// Fleet sizes of `fleet`, in docks (each with its aircraft), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub fleet_docks: Vec<usize>,
 }
 
 pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
@@ -45,6 +49,7 @@ pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
 pub struct Report {
     pub media: Option<MediaReport>,
     pub devices: Option<crate::bench_devices::DeviceReport>,
+    pub fleet: Option<crate::bench_devices::FleetReport>,
     pub services: Option<crate::bench_services::ServicesReport>,
     pub storage: Option<crate::bench_storage::StorageReport>,
     pub wpml: Option<crate::bench_wpml::WpmlReport>,
@@ -58,6 +63,9 @@ impl std::fmt::Display for Report {
             writeln!(f, "{m}")?;
         }
         if let Some(d) = &self.devices {
+            writeln!(f, "{d}")?;
+        }
+        if let Some(d) = &self.fleet {
             writeln!(f, "{d}")?;
         }
         if let Some(s) = &self.services {
@@ -138,6 +146,7 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
         return Ok(Report {
             media: None,
             devices: None,
+            fleet: None,
             services: None,
             storage: None,
             wpml: None,
@@ -159,6 +168,19 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
 
     config.mqtt_client_id = format!("{tag}-bridge");
     config.mqtt_share_group = tag.clone();
+    // Device load alone runs on a broker of its own with Hangar's settings, out of the way of any
+    // other Hangar on the machine's broker (each would receive every message of the load).
+    let own_broker = match args.only.as_deref() {
+        Some("devices" | "fleet") => Some(crate::bench_devices::Broker::start()?),
+        _ => None,
+    };
+    let broker = match &own_broker {
+        Some(b) => {
+            config.mqtt_url = b.url.clone();
+            format!("{}, the bench's own with mqtt-bridge/mosquitto.conf", b.url)
+        }
+        None => format!("{}, the machine's", config.mqtt_url),
+    };
     let shutdown = Shutdown::new();
     let running = start(config.clone(), Components::ALL, shutdown).await?;
     let base_url = format!("http://{}", running.addr.context("no API address")?);
@@ -167,16 +189,41 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             None | Some("media") => Some(measure(&config, &base_url, &args).await?),
             _ => None,
         };
-        let devices = match args.only.as_deref() {
-            None | Some("devices") => {
-                let http = reqwest::Client::new();
-                let token = login(&http, &base_url, "adminPC", "adminPC", 1).await?;
-                let pool = shared::db::connect(&config.database_url, 8).await?;
-                let js = async_nats::jetstream::new(shared::nats::connect(&config).await?);
-                let names = shared::nats::Names::new(&config.nats_prefix);
-                Some(crate::bench_devices::run(&config, &base_url, &token, &pool, &js, &names, args.seconds).await?)
+        let device_ctx = async {
+            let http = reqwest::Client::new();
+            let token = login(&http, &base_url, "adminPC", "adminPC", 1).await?;
+            let pool = shared::db::connect(&config.database_url, 8).await?;
+            let js = async_nats::jetstream::new(shared::nats::connect(&config).await?);
+            anyhow::Ok((token, pool, js))
+        };
+        let names = shared::nats::Names::new(&config.nats_prefix);
+        let (devices, fleet) = match args.only.as_deref() {
+            None | Some("devices") | Some("fleet") => {
+                let (token, pool, js) = device_ctx.await?;
+                let ctx = crate::bench_devices::Ctx {
+                    url: &config.mqtt_url,
+                    broker: broker.clone(),
+                    own_broker: own_broker.is_some(),
+                    tag: config.nats_prefix.to_ascii_uppercase(),
+                    base: &base_url,
+                    token: &token,
+                    pool: &pool,
+                    js: &js,
+                    names: &names,
+                };
+                let devices = match args.only.as_deref() {
+                    None | Some("devices") => Some(crate::bench_devices::run(&ctx, args.seconds).await?),
+                    _ => None,
+                };
+                let fleet = match args.only.as_deref() {
+                    None | Some("fleet") => {
+                        Some(crate::bench_devices::fleet(&ctx, &args.fleet_docks, args.seconds).await?)
+                    }
+                    _ => None,
+                };
+                (devices, fleet)
             }
-            _ => None,
+            _ => (None, None),
         };
         let services = match args.only.as_deref() {
             None | Some("services") => {
@@ -208,10 +255,11 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices, services, storage, wpml, jobs, replicas: None })
+        Ok(Report { media, devices, fleet, services, storage, wpml, jobs, replicas: None })
     }
     .await;
     running.stop().await.ok();
+    drop(own_broker);
     cleanup(&base, &tag).await;
     result
 }

@@ -12,6 +12,7 @@
 //! traffic, and the two sides would not meet the same broker. On one machine the replicas share its cores, so more replicas cannot be faster
 //! here: the ratios say what the coordination between them costs.
 
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,15 +20,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
 use mqtt_bridge::mqtt::{self, BrokerUrl};
 use mqtt_bridge::sim::{Fleet, FleetConfig};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use serde_json::json;
+use serde_json::{json, Value};
+use shared::domain::device::DeviceCommand;
+use shared::event_store::{cqrs, execute, metadata};
 use shared::metrics::Summary;
 use shared::nats::Names;
 use shared::Config;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::ConnectOptions;
+
+use tokio::sync::Mutex;
 
 use crate::bench::{BenchArgs, WORKSPACE};
 
@@ -326,17 +332,16 @@ async fn measure(config: &Config, args: &BenchArgs, replicas: usize) -> anyhow::
     let probe = format!("{prefix}PROBE");
     let mut clients = Vec::new();
     for q in &queries {
-        clients.push(crate::bench_devices::ws_client(q, &admin, prefix.clone(), probe.clone()).await?);
+        clients.push(ws_client(q, &admin, prefix.clone(), probe.clone()).await?);
     }
     // The devices come online and are bound at 1 Hz first, then the same docks flood.
-    let fleet_config =
-        |hz| FleetConfig { broker: config.mqtt_url.clone(), ..crate::bench_devices::fleet_config(&prefix, DOCKS, hz) };
+    let fleet_config = |hz| FleetConfig { broker: config.mqtt_url.clone(), ..fleet_config(&prefix, DOCKS, hz) };
     let fleet = Fleet::start(fleet_config(1.0)).await?;
     let (pc, acked) = probe_client(&BrokerUrl::parse(&config.mqtt_url)?);
     let topo = json!({"tid": uuid::Uuid::new_v4().to_string(), "bid": "b", "timestamp": 0, "method": "update_topo",
         "data": {"domain": 3, "type": 2, "sub_type": 0, "thing_version": "1.2.0", "sub_devices": []}});
     pc.publish(format!("sys/product/{probe}/status"), QoS::AtLeastOnce, false, topo.to_string()).await?;
-    crate::bench_devices::bind_all(&pool, &prefix, 2 * DOCKS as i64 + 1).await?;
+    bind_all(&pool, &prefix, 2 * DOCKS as i64 + 1).await?;
     fleet.stop().await;
     // What the broker accepted from this side's devices, as a plain subscriber receives it: the
     // simulator counts what it queued, and what it still held when stopped never left it.
@@ -444,7 +449,7 @@ fn tag_prefix(config: &Config) -> String {
     config.nats_prefix.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
 }
 
-fn ws_total(clients: &[Arc<crate::bench_devices::WsStats>]) -> u64 {
+fn ws_total(clients: &[Arc<WsStats>]) -> u64 {
     clients.iter().map(|c| c.osd.load(Ordering::Relaxed)).sum()
 }
 
@@ -530,4 +535,97 @@ async fn slots_held(js: &jetstream::Context, config: &Config) -> usize {
         }
     }
     held
+}
+
+// What this bench shares with the single-process device bench of earlier versions: binding the
+// simulated devices through their own update_topo, and a WebSocket client that times a probe.
+
+fn fleet_config(prefix: &str, docks: usize, hz: f64) -> FleetConfig {
+    FleetConfig { docks, osd_hz: hz, sn_prefix: prefix.into(), hms_every: None, ..Default::default() }
+}
+
+async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND online")
+            .bind(format!("{prefix}%"))
+            .fetch_one(pool)
+            .await?;
+        if n >= expected {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {n} of {expected} devices came online");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sns: Vec<String> = sqlx::query_scalar("SELECT device_sn FROM rm_devices WHERE device_sn LIKE $1")
+        .bind(format!("{prefix}%"))
+        .fetch_all(pool)
+        .await?;
+    let devices = cqrs::<shared::domain::device::Device>(&shared::event_store::Appender::new(pool.clone()));
+    let ws = super::bench::WORKSPACE;
+    futures::stream::iter(sns)
+        .for_each_concurrent(16, |sn| {
+            let devices = devices.clone();
+            async move {
+                let cmd = DeviceCommand::Bind {
+                    workspace_id: ws.into(),
+                    user_id: String::new(),
+                    nickname: None,
+                    model: None,
+                    by_user: false,
+                };
+                if let Err(e) = execute(&devices, &sn, cmd, metadata("bench", ws, "bench")).await {
+                    tracing::warn!(sn, error = %e, "bench bind failed");
+                }
+            }
+        })
+        .await;
+    // let the projection and the WebSocket's device directory catch up
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND bound")
+            .bind(format!("{prefix}%"))
+            .fetch_one(pool)
+            .await?;
+        if n >= expected {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {n} of {expected} devices bound");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(())
+}
+
+struct WsStats {
+    osd: AtomicU64,
+    probes: Mutex<HashSet<u64>>,
+    latency: Summary,
+}
+
+/// Counts OSD pushes for devices whose serial starts with `prefix`, and the probe's latency.
+async fn ws_client(base: &str, token: &str, prefix: String, probe_sn: String) -> anyhow::Result<Arc<WsStats>> {
+    let url = format!("{}/api/v1/ws?x-auth-token={token}", base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let stats =
+        Arc::new(WsStats { osd: AtomicU64::new(0), probes: Mutex::new(HashSet::new()), latency: Summary::default() });
+    let st = stats.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            let Ok(text) = m.to_text() else { continue };
+            if !text.contains("_osd\"") || !text.contains(&format!("\"sn\":\"{prefix}")) {
+                continue;
+            }
+            st.osd.fetch_add(1, Ordering::Relaxed);
+            if text.contains(&probe_sn) {
+                let Ok(v) = serde_json::from_str::<Value>(text) else { continue };
+                let host = &v["data"]["host"];
+                if let (Some(seq), Some(sent)) = (host["bench_seq"].as_u64(), host["bench_sent_us"].as_i64()) {
+                    let now = chrono::Utc::now().timestamp_micros();
+                    st.latency.observe(Duration::from_micros((now - sent).max(0) as u64));
+                    st.probes.lock().await.insert(seq);
+                }
+            }
+        }
+    });
+    Ok(stats)
 }

@@ -166,7 +166,18 @@ struct Device {
 
 impl Device {
     async fn connect(id: &str) -> Self {
+        Self::connect_with(id, true).await
+    }
+
+    /// `clean_session = false`: the broker keeps the subscriptions and queues QoS 1 messages
+    /// while the client is away, as it does for the bridge's slots.
+    async fn connect_persistent(id: &str) -> Self {
+        Self::connect_with(id, false).await
+    }
+
+    async fn connect_with(id: &str, clean_session: bool) -> Self {
         let mut options = MqttOptions::new(id, "127.0.0.1", 1883);
+        options.set_clean_session(clean_session);
         options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_inflight(100);
@@ -503,6 +514,42 @@ async fn a_redelivered_tid_is_stored_once() {
         },
     )
     .await;
+}
+
+/// The broker is the bridge's buffer while the bridge restarts, so the broker every run and CI use
+/// must queue far more than Mosquitto's default of 1,000 messages for an absent persistent
+/// session (`scripts/services.sh` installs `mqtt-bridge/mosquitto.conf` for the local one). A
+/// broker with the default limits keeps 1,000 of these 5,000 and drops the rest.
+#[tokio::test]
+async fn the_broker_queues_thousands_of_messages_for_an_absent_session() {
+    const TOTAL: u64 = 5000;
+    let id = format!("tq{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let topic = format!("{id}/queue");
+    let mut session = Device::connect_persistent(&id).await;
+    session.subscribe(&topic).await;
+    drop(session);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let device = Device::connect(&format!("{id}-dev")).await;
+    for i in 0..TOTAL {
+        device.publish(&topic, format!("{i}")).await;
+    }
+    device.wait_acked(TOTAL).await;
+
+    let mut session = Device::connect_persistent(&id).await;
+    let mut received = 0u64;
+    while received < TOTAL {
+        match tokio::time::timeout(Duration::from_secs(3), session.incoming.recv()).await {
+            Ok(Some(_)) => received += 1,
+            _ => break,
+        }
+    }
+    drop(session);
+    forget_session(&id).await;
+    assert_eq!(
+        received, TOTAL,
+        "the broker dropped messages queued for an absent session: is it configured with mqtt-bridge/mosquitto.conf?"
+    );
 }
 
 /// Mosquitto keeps at most `max_queued_messages` (1000 by default) QoS 1 messages for a

@@ -121,8 +121,8 @@ async fn telemetry(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::R
             continue;
         }
         let Some((workspace_id, domain)) = dir.get(&t.sn).await else { continue };
-        let Ok(Value::Object(msg)) = serde_json::from_slice::<Value>(&m.payload) else { continue };
-        let Some(Value::Object(data)) = msg.get("data").cloned() else { continue };
+        let Ok(Value::Object(mut msg)) = serde_json::from_slice::<Value>(&m.payload) else { continue };
+        let Some(Value::Object(data)) = msg.remove("data") else { continue };
         let (biz, audience, host) = match domain {
             3 => ("dock_osd", Audience::Web, data),
             2 => ("gateway_osd", Audience::Web, data),

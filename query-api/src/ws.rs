@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 use crate::AppState;
 
 const SESSION_QUEUE: usize = 1024;
+/// Queued messages written to a session's socket with one flush.
+const SESSION_BATCH: usize = 64;
 
 /// Which sessions of a workspace a message is for (DJI routes by user type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +153,17 @@ async fn session(socket: WebSocket, hub: Hub, workspace_id: String, user_type: i
             }
             out = rx.recv() => {
                 let Some(text) = out else { break };
-                if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
+                // What is already queued goes out with one flush: a fleet's OSD would otherwise
+                // cost a write to the socket per message, and fill the queue faster than it drains.
+                let mut sent = sink.feed(Message::Text(text.as_ref().into())).await;
+                for _ in 1..SESSION_BATCH {
+                    let Ok(text) = rx.try_recv() else { break };
+                    if sent.is_err() {
+                        break;
+                    }
+                    sent = sink.feed(Message::Text(text.as_ref().into())).await;
+                }
+                if sent.is_err() || sink.flush().await.is_err() {
                     break;
                 }
             }

@@ -188,7 +188,8 @@ async fn metrics_follow_requests_the_outbox_and_websocket_sessions() {
         .execute(&mut relay_lock)
         .await
         .unwrap();
-    let app = TestApp::spawn_with(config, Components { command: true, query: true, projectors: true, bridge: false }).await;
+    let app =
+        TestApp::spawn_with(config, Components { command: true, query: true, projectors: true, bridge: false }).await;
 
     let route = r#"route="/media/api/v1/workspaces/{workspace_id}/upload-callback",method="POST",status="200""#;
     let unmatched = r#"route="unmatched",method="GET",status="404""#;

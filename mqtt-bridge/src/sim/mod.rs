@@ -147,6 +147,14 @@ pub struct FleetConfig {
     /// true). Without it a dock is idle (mode 0, aircraft in the dock, battery full) except while
     /// a flight task flies.
     pub cycle_flights: bool,
+    /// Whether a dock announces its topology (`update_topo`) after every connection (default
+    /// true). Benchmarks that registered the docks with an earlier fleet turn it off, so that
+    /// what they measure is OSD alone.
+    pub announce_topology: bool,
+    /// Adds `data.sim_sent_us`, the time the message was built (microseconds since 1970), to
+    /// every OSD message, so that whoever receives it can tell its end-to-end delay (default
+    /// false).
+    pub osd_send_time: bool,
 }
 
 impl Default for FleetConfig {
@@ -170,6 +178,8 @@ impl Default for FleetConfig {
             resource_get: ResourceGet::WhenNoUrl,
             request_timeout: Duration::from_secs(10),
             cycle_flights: true,
+            announce_topology: true,
+            osd_send_time: false,
         }
     }
 }
@@ -306,6 +316,9 @@ pub struct SimStats {
     pub acks_received: u64,
     /// Publishes that could not be queued (the connection's task had stopped).
     pub errors: u64,
+    /// QoS 1 publishes the broker acknowledged (PubAck): what it took responsibility for. A
+    /// publish counted above but not here was still queued in the simulator when it stopped.
+    pub acked: u64,
     /// Photos uploaded to object storage after a flight.
     pub uploads: u64,
     /// Photos not uploaded: `storage_config_get` refused or unanswered, or the upload failed.
@@ -330,6 +343,7 @@ struct Counters {
     requests: AtomicU64,
     acks_received: AtomicU64,
     errors: AtomicU64,
+    acked: AtomicU64,
     uploads: AtomicU64,
     upload_errors: AtomicU64,
 }
@@ -347,6 +361,7 @@ impl Counters {
             requests: get(&self.requests),
             acks_received: get(&self.acks_received),
             errors: get(&self.errors),
+            acked: get(&self.acked),
             uploads: get(&self.uploads),
             upload_errors: get(&self.upload_errors),
         }
@@ -673,6 +688,7 @@ async fn connection_loop(
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 subscribed.send_replace(true);
             }
+            Ok(Event::Incoming(Packet::PubAck(_))) => Counters::add(&counters.acked),
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if p.topic.ends_with("/services") || p.topic.ends_with("/property/set") {
                     Counters::add(&counters.commands);
@@ -685,7 +701,9 @@ async fn connection_loop(
                     Counters::add(&counters.acks_received);
                 }
             }
-            Ok(Event::Outgoing(MqttOutgoing::Disconnect)) => break,
+            // Acks of the last publishes may still be on their way: read until the broker closes
+            // the connection (within the deadline).
+            Ok(Event::Outgoing(MqttOutgoing::Disconnect)) if deadline.is_none() => break,
             Ok(_) => {}
             Err(e) => {
                 subscribed.send_replace(false);
@@ -874,7 +892,9 @@ impl Driver {
         let period = 1.0 / self.config.osd_hz;
         let count = self.docks.len();
         let tick = Duration::from_secs_f64((period / count.max(1) as f64).max(0.002));
-        let per_tick = tick.as_secs_f64() / period * count as f64;
+        // Docks due per second of being online. What is due follows the clock, not the ticks: a
+        // busy machine delays ticks, and a fleet that skipped them would offer less than asked.
+        let per_second = count as f64 / period;
         let hms_probability =
             self.config.hms_every.map_or(0.0, |every| (period / every.as_secs_f64().max(1e-3)).min(1.0));
         let mut ticker = tokio::time::interval(tick);
@@ -888,6 +908,7 @@ impl Driver {
         flight_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut due = 0.0f64;
         let started = Instant::now();
+        let mut last_tick: Option<Instant> = None;
 
         loop {
             let online = *connected.borrow() > 0;
@@ -902,7 +923,7 @@ impl Driver {
                     // OSD: spread like the OSD, not a burst of thousands at once that a broker's
                     // queue limit for the bridge would cut.
                     for d in &mut self.docks {
-                        d.announce = true;
+                        d.announce = self.config.announce_topology;
                     }
                 }
                 Some((topic, payload)) = inbox.recv() => self.on_message(&topic, &payload).await,
@@ -911,7 +932,11 @@ impl Driver {
                 _ = flight_check.tick(), if online && self.task_work => self.poll_tasks().await,
                 _ = binding_check.tick(), if online && !self.bindings.is_empty() => self.check_bindings().await,
                 _ = ticker.tick(), if online => {
-                    due += per_tick;
+                    let now = Instant::now();
+                    // after a stall (or time offline) at most one period is caught up at once
+                    let since = last_tick.map_or(tick, |at| now - at);
+                    last_tick = Some(now);
+                    due = (due + since.as_secs_f64() * per_second).min(count as f64);
                     let t = started.elapsed().as_secs_f64();
                     while due >= 1.0 {
                         due -= 1.0;
@@ -941,20 +966,14 @@ impl Driver {
             }
         }
         let qos = self.config.osd_qos;
-        out.publish(
-            Kind::Osd,
-            protocol::thing_topic(&d.ids.dock_sn, "osd"),
-            qos,
-            d.dock_osd().to_string().into_bytes(),
-        )
-        .await;
-        out.publish(
-            Kind::Osd,
-            protocol::thing_topic(&d.ids.drone_sn, "osd"),
-            qos,
-            d.drone_osd().to_string().into_bytes(),
-        )
-        .await;
+        let stamp = |mut osd: Value| {
+            if self.config.osd_send_time {
+                osd["data"]["sim_sent_us"] = json!(chrono::Utc::now().timestamp_micros());
+            }
+            osd.to_string().into_bytes()
+        };
+        out.publish(Kind::Osd, protocol::thing_topic(&d.ids.dock_sn, "osd"), qos, stamp(d.dock_osd())).await;
+        out.publish(Kind::Osd, protocol::thing_topic(&d.ids.drone_sn, "osd"), qos, stamp(d.drone_osd())).await;
         if hms_probability > 0.0 && rand::thread_rng().gen_bool(hms_probability) {
             let topic = protocol::thing_topic(&d.ids.dock_sn, "events");
             out.publish(Kind::Hms, topic, QoS::AtLeastOnce, d.hms().to_string().into_bytes()).await;
