@@ -48,6 +48,7 @@ pub struct Broker {
     child: Child,
     dir: PathBuf,
     pub url: String,
+    pub port: u16,
 }
 
 impl Broker {
@@ -73,7 +74,7 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .context("starting mosquitto (Debian package mosquitto)")?;
-        let broker = Self { child, dir, url: format!("mqtt://127.0.0.1:{port}") };
+        let broker = Self { child, dir, url: format!("mqtt://127.0.0.1:{port}"), port };
         for _ in 0..50 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(broker);

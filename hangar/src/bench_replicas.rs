@@ -7,7 +7,7 @@
 //!
 //! Writes go round-robin to the command-api replicas (as a Kubernetes Service would send them);
 //! one WebSocket client per query-api replica; the bridges share the device traffic through
-//! session slots. Each side has a Mosquitto of its own ([`OwnBroker`], with the limits of
+//! session slots. Each side has a Mosquitto of its own ([`crate::bench_devices::Broker`], with
 //! `mqtt-bridge/mosquitto.conf`): a broker shared with other runs holds their sessions and
 //! traffic, and the two sides would not meet the same broker. On one machine the replicas share its cores, so more replicas cannot be faster
 //! here: the ratios say what the coordination between them costs.
@@ -138,56 +138,6 @@ pub async fn run(base: &Config, args: &BenchArgs) -> anyhow::Result<ReplicasRepo
     Ok(ReplicasReport { one, three })
 }
 
-/// A Mosquitto of its own on a free port of loopback, with the queue and packet limits Hangar
-/// ships (`mqtt-bridge/mosquitto.conf`) and anonymous clients; killed with the guard.
-pub struct OwnBroker {
-    pub port: u16,
-    dir: std::path::PathBuf,
-    child: Child,
-}
-
-impl OwnBroker {
-    pub fn start(tag: &str) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("{tag}_mosquitto"));
-        std::fs::create_dir_all(&dir)?;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_inflight_bytes 0\n\
-                 max_queued_messages 200000\nmax_queued_bytes 0\nmax_packet_size 16777216\nset_tcp_nodelay true\n"
-            ),
-        )?;
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting mosquitto")?;
-        let broker = Self { port, dir, child };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "mosquitto did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(broker)
-    }
-
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// `hangar serve` children, killed with the guard.
 struct Children(Vec<Child>);
 
@@ -213,8 +163,8 @@ async fn side(base: &Config, args: &BenchArgs, replicas: usize) -> anyhow::Resul
     config.storage_dir = std::env::temp_dir().join(&tag);
     config.mqtt_share_group = tag.clone();
     config.mqtt_slots = SLOTS as u16;
-    let broker = OwnBroker::start(&tag)?;
-    config.mqtt_url = broker.url();
+    let broker = crate::bench_devices::Broker::start()?;
+    config.mqtt_url = broker.url.clone();
     let result = measure(&config, args, replicas).await;
     drop(broker);
     if let Ok(nats) = shared::nats::connect(base).await {

@@ -392,8 +392,8 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
     c.mqtt_share_group = c.nats_prefix.clone();
     c.mqtt_slots = SLOTS as u16;
     let tag = c.nats_prefix.clone();
-    let broker = hangar::bench_replicas::OwnBroker::start(&tag).expect("a Mosquitto of this test");
-    c.mqtt_url = broker.url();
+    let broker = hangar::bench_devices::Broker::start().expect("a Mosquitto of this test");
+    c.mqtt_url = broker.url.clone();
     let app = TestApp::spawn_with(c, hangar::Components::NONE).await;
     let names = Names::new(&app.config.nats_prefix);
     let logs = std::env::temp_dir().join(format!("{tag}_logs"));
@@ -442,7 +442,7 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
 
     // Docks that bind themselves, with OSD, topology, HMS and answers to commands.
     let fleet = Fleet::start(FleetConfig {
-        broker: broker.url(),
+        broker: broker.url.clone(),
         docks: DOCKS,
         osd_hz: 2.0,
         sn_prefix: prefix(),
