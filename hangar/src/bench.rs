@@ -1,7 +1,8 @@
 //! `hangar bench`: upload-callbacks per second at saturation, latency at half that load, and
 //! projection lag, beside PostgreSQL's own single-row insert rate (pgbench) measured in the same run
 //! against the same server; OSD throughput (`bench_devices`); uploads through the S3 endpoint
-//! beside a plain file copy (`bench_storage`).
+//! beside a plain file copy (`bench_storage`); `rebuild all` and `export` beside draining the
+//! event stream (`bench_replay`).
 //!
 //! It starts a whole Hangar in this process on a fresh database and NATS prefix, so it measures
 //! the real path: HTTP → command → Postgres (event + outbox) → relay → JetStream → projector →
@@ -33,9 +34,13 @@ pub struct BenchArgs {
     /// WebSocket against the broker), `services` (commands to docks and their answers against
     /// the broker's own request/reply), `storage` (an upload through the S3 endpoint against a
     /// file copy), `wpml` (reading a 1,000-waypoint KMZ against inflating it) or `jobs` (1,000
-    /// timed jobs on 1,000 docks due within one minute, against the broker's round trip).
+    /// timed jobs on 1,000 docks due within one minute, against the broker's round trip) or
+    /// `replay` (`rebuild all` and `export` of a history against draining its JetStream stream).
     #[arg(long)]
     pub only: Option<String>,
+    /// Upload-callbacks in the history that the replay part reads back.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
 }
 
 pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
@@ -47,6 +52,7 @@ pub struct Report {
     pub storage: Option<crate::bench_storage::StorageReport>,
     pub wpml: Option<crate::bench_wpml::WpmlReport>,
     pub jobs: Option<crate::bench_jobs::JobsReport>,
+    pub replay: Option<crate::bench_replay::ReplayReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -67,7 +73,10 @@ impl std::fmt::Display for Report {
             writeln!(f, "{w}")?;
         }
         if let Some(j) = &self.jobs {
-            write!(f, "{j}")?;
+            writeln!(f, "{j}")?;
+        }
+        if let Some(r) = &self.replay {
+            write!(f, "{r}")?;
         }
         Ok(())
     }
@@ -189,7 +198,15 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices, services, storage, wpml, jobs })
+        let replay = match args.only.as_deref() {
+            None | Some("replay") => {
+                let pool = shared::db::connect(&config.database_url, 4).await?;
+                let js = async_nats::jetstream::new(shared::nats::connect(&config).await?);
+                Some(crate::bench_replay::run(&config, &base_url, &pool, &js, args.events, args.concurrency).await?)
+            }
+            _ => None,
+        };
+        Ok(Report { media, devices, services, storage, wpml, jobs, replay })
     }
     .await;
     running.stop().await.ok();
@@ -281,7 +298,7 @@ async fn measure(config: &Config, base: &str, args: &BenchArgs) -> anyhow::Resul
     })
 }
 
-async fn login(
+pub(crate) async fn login(
     http: &reqwest::Client,
     base: &str,
     username: &str,
@@ -305,7 +322,7 @@ async fn login(
     bail!("could not log in")
 }
 
-async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
+pub(crate) async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
     let body = json!({
         "object_key": format!("media/{WORKSPACE}/bench/DJI_{n:08}.JPG"),
         "name": format!("DJI_{n:08}.JPG"),
@@ -323,7 +340,7 @@ async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64) -> bool {
     }
 }
 
-async fn wait_projected(config: &Config, expected: u64) -> anyhow::Result<()> {
+pub(crate) async fn wait_projected(config: &Config, expected: u64) -> anyhow::Result<()> {
     let pool = shared::db::connect(&config.database_url, 1).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
