@@ -150,12 +150,11 @@ pub async fn fast_upload(
     Path(workspace_id): Path<String>,
     DjiJson(body): DjiJson<FastUpload>,
 ) -> ApiResult<Response> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_media_files WHERE workspace_id = $1 AND fingerprint = $2)")
-            .bind(&workspace_id)
-            .bind(&body.fingerprint)
-            .fetch_one(&s.pool)
-            .await?;
+    // the file's id is derived from the workspace and the fingerprint: one probe of the primary key
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM rm_media_files WHERE file_id = $1)")
+        .bind(media::file_id(&workspace_id, &body.fingerprint))
+        .fetch_one(&s.pool)
+        .await?;
     if exists {
         Ok(ok_empty())
     } else {

@@ -1,7 +1,8 @@
 //! `hangar bench`: upload-callbacks per second at saturation, latency at half that load, and
 //! projection lag, beside PostgreSQL's own single-row insert rate (pgbench) measured in the same run
 //! against the same server; OSD throughput (`bench_devices`); uploads through the S3 endpoint
-//! beside a plain file copy (`bench_storage`).
+//! beside a plain file copy (`bench_storage`); `rebuild all` and `export` beside draining the
+//! event stream (`bench_replay`).
 //!
 //! It starts a whole Hangar in this process on a fresh database and NATS prefix, so it measures
 //! the real path: HTTP → command → Postgres (event + outbox) → relay → JetStream → projector →
@@ -34,7 +35,8 @@ pub struct BenchArgs {
     /// docks at 1 Hz: loss and push delay), `services` (commands to docks and their answers against
     /// the broker's own request/reply), `storage` (an upload through the S3 endpoint against a
     /// file copy), `wpml` (reading a 1,000-waypoint KMZ against inflating it) or `jobs` (1,000
-    /// timed jobs on 1,000 docks due within one minute, against the broker's round trip); or
+    /// timed jobs on 1,000 docks due within one minute, against the broker's round trip);
+    /// `replay` (`rebuild all` and `export` of a history against draining its JetStream stream); or
     /// `replicas` (run only when asked: the upload-callback and device benches against one and
     /// against three processes of each service, with their ratios and loss and duplicate counts).
     #[arg(long)]
@@ -42,6 +44,9 @@ pub struct BenchArgs {
     /// Fleet sizes of `fleet`, in docks (each with its aircraft), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
     pub fleet_docks: Vec<usize>,
+    /// Upload-callbacks in the history that the replay part reads back.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
 }
 
 pub const WORKSPACE: &str = "e3dea0f5-37f2-4d79-ae58-490af3228069";
@@ -55,6 +60,7 @@ pub struct Report {
     pub wpml: Option<crate::bench_wpml::WpmlReport>,
     pub jobs: Option<crate::bench_jobs::JobsReport>,
     pub replicas: Option<crate::bench_replicas::ReplicasReport>,
+    pub replay: Option<crate::bench_replay::ReplayReport>,
 }
 
 impl std::fmt::Display for Report {
@@ -79,6 +85,9 @@ impl std::fmt::Display for Report {
         }
         if let Some(j) = &self.jobs {
             writeln!(f, "{j}")?;
+        }
+        if let Some(r) = &self.replay {
+            write!(f, "{r}")?;
         }
         if let Some(r) = &self.replicas {
             write!(f, "{r}")?;
@@ -147,6 +156,7 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             media: None,
             devices: None,
             fleet: None,
+            replay: None,
             services: None,
             storage: None,
             wpml: None,
@@ -255,7 +265,15 @@ pub async fn run(base: Config, args: BenchArgs) -> anyhow::Result<Report> {
             }
             _ => None,
         };
-        Ok(Report { media, devices, fleet, services, storage, wpml, jobs, replicas: None })
+        let replay = match args.only.as_deref() {
+            None | Some("replay") => {
+                let pool = shared::db::connect(&config.database_url, 4).await?;
+                let js = async_nats::jetstream::new(shared::nats::connect(&config).await?);
+                Some(crate::bench_replay::run(&config, &base_url, &pool, &js, args.events, args.concurrency).await?)
+            }
+            _ => None,
+        };
+        Ok(Report { media, devices, fleet, services, storage, wpml, jobs, replay, replicas: None })
     }
     .await;
     running.stop().await.ok();
@@ -390,7 +408,7 @@ pub(crate) async fn send(http: &reqwest::Client, url: &str, token: &str, n: u64)
     }
 }
 
-async fn wait_projected(config: &Config, expected: u64) -> anyhow::Result<()> {
+pub(crate) async fn wait_projected(config: &Config, expected: u64) -> anyhow::Result<()> {
     let pool = shared::db::connect(&config.database_url, 1).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod bench_devices;
 pub mod bench_jobs;
+pub mod bench_replay;
 pub mod bench_replicas;
 pub mod bench_services;
 pub mod bench_storage;

@@ -2,6 +2,7 @@
 //! `rm_device_hms` (health alerts). Each row is written only from its own device's events, so the
 //! order of different devices' events never matters.
 
+use serde::Deserialize as _;
 use shared::domain::device::{self, DeviceEvent};
 use shared::es::StoredEvent;
 use sqlx::PgConnection;
@@ -28,7 +29,7 @@ impl crate::Projection for Devices {
             .bind(at)
             .execute(&mut *tx)
             .await?;
-        let q = match serde_json::from_value::<DeviceEvent>(e.payload.clone())? {
+        let q = match DeviceEvent::deserialize(&e.payload)? {
             DeviceEvent::DeviceOnline { model, thing_version, parent_sn, control_source } => sqlx::query(
                 "UPDATE rm_devices SET domain = $2, type = $3, sub_type = $4, thing_version = $5, parent_sn = $6, \
                    control_source = $7, online = true, login_time = $8, update_time = $8 WHERE device_sn = $1",

@@ -2,9 +2,9 @@
 //!
 //! - [`relay`]: drains the transactional outbox into the JetStream stream `ES`, exactly once per
 //!   event, with one active relay across replicas; the outbox's depth and oldest age as metrics.
-//! - [`runner`]: the projection framework. One durable pull consumer per projection; the read-model
-//!   write and a per-aggregate checkpoint commit in one transaction; acks only after commit;
-//!   rebuild from the start of the stream; lag as a metric.
+//! - [`runner`]: the projection framework. Durable pull consumers per projection (one per aggregate
+//!   type it reads); the read-model write and a per-aggregate checkpoint commit in one transaction;
+//!   acks only after commit; rebuild from the start of the stream; lag as a metric.
 //! - [`devices`], [`media`], [`users`], [`wayline_files`], [`wayline_jobs`],
 //!   [`workspaces`]: the read models the query
 //!   API serves.

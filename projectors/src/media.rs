@@ -1,6 +1,7 @@
 //! Read models of media: the workspace's file library (`rm_media_files`, FileController and the
 //! fingerprint checks of MediaController) and the upload reports of file groups (`rm_media_groups`).
 
+use serde::Deserialize as _;
 use shared::domain::file_group::{self, FileGroupEvent};
 use shared::domain::media::{self, MediaEvent};
 use shared::es::StoredEvent;
@@ -26,7 +27,7 @@ impl crate::Projection for MediaFiles {
         let mut files = Vec::new();
         for e in events {
             if e.aggregate_type == media::AGGREGATE_TYPE {
-                match serde_json::from_value::<MediaEvent>(e.payload.clone())? {
+                match MediaEvent::deserialize(&e.payload)? {
                     MediaEvent::MediaFileUploaded(u) => files.push((u, e.recorded_at, e.global_position)),
                 }
             } else {
@@ -75,7 +76,7 @@ impl crate::Projection for MediaFiles {
         if e.aggregate_type == media::AGGREGATE_TYPE {
             return self.apply_batch(tx, &[e]).await;
         }
-        match serde_json::from_value::<FileGroupEvent>(e.payload.clone())? {
+        match FileGroupEvent::deserialize(&e.payload)? {
             FileGroupEvent::GroupUploadReported { workspace_id, file_group_id, file_count, file_uploaded_count } => {
                 sqlx::query(
                         "INSERT INTO rm_media_groups (workspace_id, file_group_id, file_count, file_uploaded_count, reports, update_time) \

@@ -1,19 +1,20 @@
 //! The projection framework.
 //!
-//! Each projection reads the ES stream through its own durable pull consumer. A batch of messages
-//! is applied in one Postgres transaction together with the per-aggregate checkpoints, and acked
-//! only after that transaction committed. Per aggregate an event is applied only when its sequence
+//! Each projection reads the ES stream through durable pull consumers of its own, one per
+//! aggregate type it reads (filtered to that type's subjects, so it never receives other events).
+//! A batch of messages is applied in one Postgres transaction together with the per-aggregate
+//! checkpoints, and acked only after that transaction committed. Per aggregate an event is applied only when its sequence
 //! is exactly the checkpoint + 1: already-applied sequences (redeliveries) are skipped and acked,
 //! and an event that arrives before its predecessor is handed back to JetStream for later, so
 //! redelivery order can never apply events out of order or twice.
 //!
 //! A rebuild bumps the projection's generation, truncates its tables and checkpoints, and deletes
-//! its consumer under an exclusive advisory lock; batches hold the same lock shared and check the
+//! its consumers under an exclusive advisory lock; batches hold the same lock shared and check the
 //! generation, so a batch that was in flight during a rebuild rolls back instead of writing into
 //! the fresh tables.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +52,11 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
-const BATCH: usize = 500;
+/// Most events applied in one transaction, and the size of each pull. While a batch is being
+/// written the next pulls keep arriving, so a projection that is behind (after a rebuild, or a
+/// burst) writes batches of this size: its transaction, its checkpoint statements and its WAL flush
+/// are paid once per this many events.
+const BATCH: usize = 2000;
 const NAK_DELAY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
@@ -67,26 +72,71 @@ async fn generation(pool: &PgPool, name: &str) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar("SELECT generation FROM projections WHERE name = $1").bind(name).fetch_one(pool).await?)
 }
 
-fn consumer_config(p: &dyn Projection, names: &Names) -> consumer::pull::Config {
-    let filter = match p.aggregate_types() {
-        [one] => names.es_filter(Some(one), None),
-        _ => names.es_filter(None, None),
-    };
+/// One durable consumer of a projection: which events it receives.
+///
+/// A projection has one consumer per aggregate type it reads, filtered to that type's subjects
+/// (`es.<type>.>`), so it is never handed (and never acknowledges) events it does not read:
+/// nats-server 2.9 allows one filter subject per consumer, and a consumer on `es.>` would receive
+/// every event of the system. Order only matters within one aggregate, and every aggregate has
+/// exactly one type, so the consumers of one projection never need to wait for each other; their
+/// checkpoints are distinct rows (keyed by aggregate type).
+struct Feed {
+    /// Durable consumer name.
+    consumer: String,
+    filter: String,
+    /// Backlog of each of the projection's consumers (this one's at `index`): the pending gauge
+    /// reports their sum.
+    backlogs: Arc<[AtomicI64]>,
+    index: usize,
+}
+
+fn feeds(p: &dyn Projection, names: &Names) -> Vec<Feed> {
+    let types = p.aggregate_types();
+    let backlogs: Arc<[AtomicI64]> = types.iter().map(|_| AtomicI64::new(0)).collect();
+    types
+        .iter()
+        .enumerate()
+        .map(|(index, t)| Feed {
+            // a one-type projection keeps the consumer name it always had, and with it its position
+            consumer: match types {
+                [_] => names.consumer(p.name()),
+                _ => names.consumer(&format!("{}_{}", p.name(), t)),
+            },
+            filter: names.es_filter(Some(t), None),
+            backlogs: backlogs.clone(),
+            index,
+        })
+        .collect()
+}
+
+/// Names of the durable consumers through which `p` reads the stream.
+pub fn consumer_names(p: &dyn Projection, names: &Names) -> Vec<String> {
+    feeds(p, names).into_iter().map(|f| f.consumer).collect()
+}
+
+/// The consumer a projection reading several aggregate types had before it had one per type (it
+/// received the whole stream). Deleted when found: the per-type consumers start from the first
+/// event and the checkpoints skip what it had already applied.
+fn legacy_consumer(p: &dyn Projection, names: &Names) -> Option<String> {
+    (p.aggregate_types().len() > 1).then(|| names.consumer(p.name()))
+}
+
+fn consumer_config(p: &dyn Projection, feed: &Feed) -> consumer::pull::Config {
     consumer::pull::Config {
-        durable_name: Some(names.consumer(p.name())),
+        durable_name: Some(feed.consumer.clone()),
         description: Some(format!("Hangar projection {}", p.name())),
         ack_policy: consumer::AckPolicy::Explicit,
         // short: after a projector dies, its in-flight messages come back this quickly (a slow batch
         // being redelivered is harmless, the checkpoints skip it)
         ack_wait: Duration::from_secs(5),
         deliver_policy: consumer::DeliverPolicy::All,
-        filter_subject: filter,
+        filter_subject: feed.filter.clone(),
         max_ack_pending: 20_000,
         ..Default::default()
     }
 }
 
-/// Runs one projection until `shutdown`.
+/// Runs one projection until `shutdown`: one consuming loop per aggregate type it reads.
 pub async fn run(
     p: Arc<dyn Projection>,
     pool: PgPool,
@@ -94,24 +144,38 @@ pub async fn run(
     names: Names,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    while !shutdown.is_cancelled() {
-        if let Err(e) = consume(&*p, &pool, &js, &names, &shutdown).await {
-            if e.downcast_ref::<Rebuilt>().is_some() {
-                tracing::info!(projection = p.name(), "projection rebuilt; consuming from the start");
-                continue;
-            }
-            tracing::warn!(projection = p.name(), error = ?e, "projection interrupted; retrying");
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    if let Some(legacy) = legacy_consumer(&*p, &names) {
+        if let Ok(stream) = js.get_stream(names.es_stream()).await {
+            if stream.delete_consumer(&legacy).await.is_ok() {
+                tracing::info!(projection = p.name(), consumer = legacy, "replaced the whole-stream consumer");
             }
         }
     }
+    let loops = feeds(&*p, &names).into_iter().map(|feed| {
+        let (p, pool, js, names, shutdown) = (p.clone(), pool.clone(), js.clone(), names.clone(), shutdown.clone());
+        async move {
+            while !shutdown.is_cancelled() {
+                if let Err(e) = consume(&*p, &feed, &pool, &js, &names, &shutdown).await {
+                    if e.downcast_ref::<Rebuilt>().is_some() {
+                        tracing::info!(projection = p.name(), "projection rebuilt; consuming from the start");
+                        continue;
+                    }
+                    tracing::warn!(projection = p.name(), error = ?e, "projection interrupted; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(loops).await;
     Ok(())
 }
 
 async fn consume(
     p: &dyn Projection,
+    feed: &Feed,
     pool: &PgPool,
     js: &jetstream::Context,
     names: &Names,
@@ -119,10 +183,8 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let gen = generation(pool, p.name()).await?;
     let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(&names.consumer(p.name()), consumer_config(p, names))
-        .await
-        .context("projection consumer")?;
+    let consumer: consumer::PullConsumer =
+        stream.get_or_create_consumer(&feed.consumer, consumer_config(p, feed)).await.context("projection consumer")?;
     let messages = consumer
         .stream()
         .max_messages_per_batch(BATCH)
@@ -141,16 +203,44 @@ async fn consume(
                     return Err(Rebuilt(p.name()).into());
                 }
             }
-            batch = batches.next() => {
-                let Some(batch) = batch else { anyhow::bail!("consumer stream ended") };
+            // Unconstrained: Tokio's cooperative budget would otherwise end every chunk after 128
+            // messages however many are waiting, and a projection that is behind would pay a
+            // transaction (seven round trips and a WAL flush) per 128 events. ready_chunks still
+            // stops at BATCH.
+            batch = tokio::task::unconstrained(batches.next()) => {
+                let Some(batch) = batch else {
+                    return Err(rebuilt_or(pool, p.name(), gen, false, anyhow::anyhow!("consumer stream ended")).await);
+                };
                 let mut msgs = Vec::with_capacity(batch.len());
                 for m in batch {
-                    msgs.push(m.map_err(|e| anyhow::anyhow!(e)).context("receiving from the consumer")?);
+                    match m {
+                        Ok(m) => msgs.push(m),
+                        Err(e) => {
+                            let deleted = e.kind() == consumer::pull::MessagesErrorKind::ConsumerDeleted;
+                            let e = anyhow::anyhow!(e).context("receiving from the consumer");
+                            return Err(rebuilt_or(pool, p.name(), gen, deleted, e).await);
+                        }
+                    }
                 }
-                apply_batch(p, pool, gen, &msgs).await?;
+                apply_batch(p, feed, pool, gen, &msgs).await?;
             }
         }
     }
+}
+
+/// When the consumer fails: was the projection rebuilt? Then it starts over at once (as
+/// [`Rebuilt`]) instead of after the retry pause of an ordinary error. A deleted consumer was most
+/// likely deleted by a rebuild, whose transaction commits right after: the generation is watched
+/// for up to a second.
+async fn rebuilt_or(pool: &PgPool, name: &'static str, gen: i64, deleted: bool, error: anyhow::Error) -> anyhow::Error {
+    for _ in 0..if deleted { 50 } else { 1 } {
+        match generation(pool, name).await {
+            Ok(g) if g != gen => return Rebuilt(name).into(),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(_) => break,
+        }
+    }
+    error
 }
 
 enum Outcome {
@@ -159,8 +249,15 @@ enum Outcome {
     Poison,
 }
 
-async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstream::Message]) -> anyhow::Result<()> {
+async fn apply_batch(
+    p: &dyn Projection,
+    feed: &Feed,
+    pool: &PgPool,
+    gen: i64,
+    msgs: &[jetstream::Message],
+) -> anyhow::Result<()> {
     let name = p.name();
+    let started = std::time::Instant::now();
     let decoded: Vec<Option<StoredEvent>> = msgs
         .iter()
         .map(|m| match StoredEvent::from_message(m.headers.as_ref(), &m.payload) {
@@ -173,6 +270,7 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
         .collect();
 
     let spans = apply_spans(name, msgs);
+    let decoded_at = started.elapsed();
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))")
         .bind(lock_key(name))
@@ -255,6 +353,7 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
     }
     tx.commit().await?;
     drop(spans); // each traced event's span ends with the commit of the read model
+    let committed_at = started.elapsed();
 
     // Only now, with the read model committed, tell JetStream.
     let now = Utc::now();
@@ -275,9 +374,19 @@ async fn apply_batch(p: &dyn Projection, pool: &PgPool, gen: i64, msgs: &[jetstr
             tracing::debug!(projection = name, error = %e, "ack failed");
         }
     }
+    tracing::debug!(
+        projection = name,
+        consumer = feed.consumer,
+        events = msgs.len(),
+        decode_ms = decoded_at.as_secs_f64() * 1e3,
+        write_ms = (committed_at - decoded_at).as_secs_f64() * 1e3,
+        ack_ms = (started.elapsed() - committed_at).as_secs_f64() * 1e3,
+        "batch applied"
+    );
     if let Some(Ok(info)) = msgs.last().map(|m| m.info()) {
-        metrics::gauge("hangar_projection_pending", &[("projection", name)])
-            .store(info.pending as i64, Ordering::Relaxed);
+        feed.backlogs[feed.index].store(info.pending as i64, Ordering::Relaxed);
+        let backlog = feed.backlogs.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+        metrics::gauge("hangar_projection_pending", &[("projection", name)]).store(backlog, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -326,10 +435,12 @@ pub async fn rebuild(p: &dyn Projection, pool: &PgPool, js: &jetstream::Context,
         sqlx::query(&format!("TRUNCATE {t}")).execute(&mut *tx).await?;
     }
     let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
-    match stream.delete_consumer(&names.consumer(p.name())).await {
-        Ok(_) => {}
-        Err(e) if e.to_string().contains("not found") => {}
-        Err(e) => return Err(e).context("deleting the projection consumer"),
+    for consumer in consumer_names(p, names).into_iter().chain(legacy_consumer(p, names)) {
+        match stream.delete_consumer(&consumer).await {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("not found") => {}
+            Err(e) => return Err(e).context("deleting the projection consumer"),
+        }
     }
     tx.commit().await?;
     Ok(())

@@ -1,5 +1,6 @@
 //! Read model of users (`rm_users`): login, the current user, a workspace's users.
 
+use serde::Deserialize as _;
 use shared::domain::user::{self, UserEvent};
 use shared::es::StoredEvent;
 use sqlx::PgConnection;
@@ -19,7 +20,7 @@ impl crate::Projection for Users {
     }
 
     async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
-        match serde_json::from_value::<UserEvent>(e.payload.clone())? {
+        match UserEvent::deserialize(&e.payload)? {
             UserEvent::UserCreated(u) => {
                 sqlx::query(
                     "INSERT INTO rm_users (user_id, username, password_hash, workspace_id, user_type, mqtt_username, \

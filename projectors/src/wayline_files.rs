@@ -1,6 +1,7 @@
 //! Read model of wayline files (`rm_wayline_files`): the list DJI Pilot 2 and the web client page
 //! through, duplicate-name checks and download links.
 
+use serde::Deserialize as _;
 use shared::domain::wayline_file::{self, WaylineFileEvent};
 use shared::es::StoredEvent;
 use sqlx::PgConnection;
@@ -22,7 +23,7 @@ impl crate::Projection for WaylineFiles {
     async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
         let id = e.aggregate_id.as_str();
         let at = e.recorded_at;
-        let q = match serde_json::from_value::<WaylineFileEvent>(e.payload.clone())? {
+        let q = match WaylineFileEvent::deserialize(&e.payload)? {
             WaylineFileEvent::WaylineFileRegistered(f) => sqlx::query(
                 "INSERT INTO rm_wayline_files (wayline_id, workspace_id, name, object_key, sign, drone_model_key, \
                    payload_model_keys, template_types, favorited, user_name, size, create_time, update_time) \

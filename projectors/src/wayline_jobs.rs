@@ -2,6 +2,7 @@
 //! status, progress and media counts, and the scheduler's view of which jobs are due.
 
 use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize as _;
 use shared::domain::wayline_job::{self, status, WaylineJobEvent};
 use shared::es::StoredEvent;
 use sqlx::PgConnection;
@@ -27,7 +28,7 @@ impl crate::Projection for WaylineJobs {
     async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
         let id = e.aggregate_id.as_str();
         let at = e.recorded_at;
-        let q = match serde_json::from_value::<WaylineJobEvent>(e.payload.clone())? {
+        let q = match WaylineJobEvent::deserialize(&e.payload)? {
             WaylineJobEvent::JobCreated(p) => sqlx::query(
                 "INSERT INTO rm_wayline_jobs (job_id, workspace_id, name, file_id, file_name, dock_sn, wayline_type, \
                    task_type, begin_time, end_time, status, username, rth_altitude, out_of_control_action, \

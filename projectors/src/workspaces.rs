@@ -1,6 +1,7 @@
 //! Read model of workspaces (`rm_workspaces`). DJI's numeric `id` is the position of the creating
 //! event, so it is stable across rebuilds.
 
+use serde::Deserialize as _;
 use shared::domain::workspace::{self, WorkspaceEvent};
 use shared::es::StoredEvent;
 use sqlx::PgConnection;
@@ -20,7 +21,7 @@ impl crate::Projection for Workspaces {
     }
 
     async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
-        match serde_json::from_value::<WorkspaceEvent>(e.payload.clone())? {
+        match WorkspaceEvent::deserialize(&e.payload)? {
             WorkspaceEvent::WorkspaceCreated(w) => {
                 sqlx::query(
                     "INSERT INTO rm_workspaces (workspace_id, id, workspace_name, workspace_desc, platform_name, bind_code, create_time) \

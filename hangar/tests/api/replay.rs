@@ -144,3 +144,62 @@ async fn projection_lag_and_backlog_are_exposed_as_metrics() {
     assert!(text.contains("hangar_relay_leader 1"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_projection_reads_each_aggregate_type_through_its_own_consumer() {
+    // The API alone first: events pile up on the stream, and the whole-stream consumer an earlier
+    // version of the media projection used is there.
+    let app = TestApp::spawn_with(
+        test_config(),
+        hangar::Components { command: true, query: true, projectors: false, bridge: false },
+    )
+    .await;
+    let stream = app.js.get_stream(app.names.es_stream()).await.unwrap();
+    let legacy = app.names.consumer("media_files");
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some(legacy.clone()),
+            filter_subject: app.names.es_filter(None, None),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // no projections yet, so no login (it reads the users' read model): a token signed here
+    let now = Utc::now().timestamp();
+    let token = app.sign(json!({"iss": "DJI", "sub": "CloudApiSample", "iat": now, "nbf": now, "exp": now + 3600,
+        "id": PILOT_ID, "username": "pilot", "user_type": "2", "workspace_id": WS}));
+    for i in 0..3 {
+        assert_eq!(app.upload_callback(&token, callback_body(&format!("pt-{i}"))).await.1["code"], 0);
+    }
+    let body = json!({"file_group_id": "g", "file_count": 3, "file_uploaded_count": 3});
+    assert_eq!(
+        app.post(&format!("/media/api/v1/workspaces/{WS}/group-upload-callback"), &token, body).await.1["code"],
+        0
+    );
+
+    let projectors = hangar::start(
+        app.config.clone(),
+        hangar::Components { command: false, query: false, projectors: true, bridge: false },
+        shared::Shutdown::new(),
+    )
+    .await
+    .unwrap();
+    app.wait_for("projected", || async {
+        app.count("rm_media_files").await == 3 && app.count("rm_media_groups").await == 1
+    })
+    .await;
+    let reports: i32 = sqlx::query_scalar("SELECT reports FROM rm_media_groups").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(reports, 1, "the group report is applied once");
+
+    // one consumer per aggregate type, each filtered to its type; the whole-stream one is gone
+    let p = projectors::all_projections().into_iter().find(|p| p.name() == "media_files").unwrap();
+    let names = projectors::runner::consumer_names(p.as_ref(), &app.names);
+    assert_eq!(names.len(), 2, "{names:?}");
+    for (name, t) in names.iter().zip(["media_file", "file_group"]) {
+        let info = stream.consumer_info(name).await.unwrap();
+        assert_eq!(info.config.filter_subject, app.names.es_filter(Some(t), None), "{name}");
+    }
+    assert!(stream.consumer_info(&legacy).await.is_err(), "the whole-stream consumer is deleted");
+    projectors.stop().await.unwrap();
+    app.stop().await;
+}
