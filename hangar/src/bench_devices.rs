@@ -638,7 +638,9 @@ pub async fn fleet(ctx: &Ctx<'_>, sizes: &[usize], seconds: u64) -> anyhow::Resu
         // Sent: what the broker acknowledged (every QoS 1 publish of this fleet is an OSD message).
         let sent = fleet.stop().await.acked;
         let stopped = Instant::now();
-        settle(stored0 + sent, Duration::from_secs(5), Duration::from_secs(300), || stored(ctx.js, ctx.names)).await?;
+        // Quiet for longer than a reconnection of the bridge takes (keep-alive 10 s, then backoff),
+        // so that a bridge catching up after a reconnection is not taken for one that is done.
+        settle(stored0 + sent, Duration::from_secs(20), Duration::from_secs(300), || stored(ctx.js, ctx.names)).await?;
         let stored_after = stopped.elapsed();
         let ws_count = || async { anyhow::Ok(ws.osd.load(Ordering::Relaxed)) };
         settle(sent, Duration::from_secs(3), Duration::from_secs(120), ws_count).await?;
