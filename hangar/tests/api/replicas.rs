@@ -575,8 +575,10 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
             return false;
         }
         for p in projectors::all_projections() {
-            if !drained(&js, names.es_stream(), names.consumer(p.name())).await {
-                return false;
+            for consumer in projectors::runner::consumer_names(p.as_ref(), &names) {
+                if !drained(&js, names.es_stream(), consumer).await {
+                    return false;
+                }
             }
         }
         true
