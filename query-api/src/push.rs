@@ -48,6 +48,11 @@ impl Directory {
         Ok(())
     }
 
+    /// What an event just said of a device, ahead of the next refresh.
+    async fn set(&self, sn: &str, workspace_id: &str, domain: i32) {
+        self.0.write().await.insert(sn.to_string(), (workspace_id.to_string(), domain));
+    }
+
     async fn get(&self, sn: &str) -> Option<(String, i32)> {
         self.0.read().await.get(sn).cloned().filter(|(ws, _)| !ws.is_empty())
     }
@@ -66,18 +71,32 @@ pub async fn run(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every this often the whole directory is read again. A row's `update_time` is the time of its
+/// event, not of its projection: a projection running behind writes rows "in the past", which the
+/// quarter-second look-ups of recent rows can miss. Binding and unbinding also reach the directory
+/// at once from the device events (see [`push_event`]), so this is the net under those.
+const FULL_REFRESH: Duration = Duration::from_secs(5);
+
 async fn keep_directory(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::Result<()> {
     let mut last: Option<DateTime<Utc>> = None;
+    let mut full_at = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     while !shutdown.is_cancelled() {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
+        let full = full_at.elapsed() >= FULL_REFRESH;
         // overlap a second: rows committed late with an earlier update_time are still picked up
         let now = Utc::now();
-        match dir.refresh(&s, last.map(|t| t - chrono::Duration::seconds(1))).await {
-            Ok(()) => last = Some(now),
+        let since = if full { None } else { last.map(|t| t - chrono::Duration::seconds(1)) };
+        match dir.refresh(&s, since).await {
+            Ok(()) => {
+                last = Some(now);
+                if full {
+                    full_at = tokio::time::Instant::now();
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "device directory not refreshed"),
         }
     }
@@ -192,7 +211,13 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
             }
         }
         DeviceEvent::DeviceBound { workspace_id, .. } => {
-            if let Some(r) = device_row(s, sn).await?.filter(|r| r.online) {
+            let row = device_row(s, sn).await?;
+            if let Some(r) = &row {
+                // its telemetry goes to the new workspace from now on, however far behind the
+                // projection wrote the row
+                dir.set(sn, &workspace_id, r.domain).await;
+            }
+            if let Some(r) = row.filter(|r| r.online) {
                 s.hub.publish(&workspace_id, Audience::All, "device_online", topology(&r));
             }
         }
@@ -202,6 +227,9 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
             }
         }
         DeviceEvent::DeviceUnbound { workspace_id } => {
+            if let Some((_, domain)) = dir.0.read().await.get(sn).cloned() {
+                dir.set(sn, "", domain).await;
+            }
             s.hub.publish(&workspace_id, Audience::All, "device_offline", json!({"sn": sn, "online_status": false}));
         }
         DeviceEvent::FlightControlChanged { control_source } => {

@@ -9,6 +9,7 @@ use mqtt_bridge::sim::{Fleet, FleetConfig};
 use reqwest::StatusCode;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
+use sqlx::Connection as _;
 use tokio::sync::mpsc;
 
 use crate::helpers::*;
@@ -227,6 +228,64 @@ async fn osd_reaches_websocket_clients_of_that_workspace_only() {
     assert!(v["data"]["host"]["mode_code"].is_number(), "{v}");
     let leak = tokio::time::timeout(Duration::from_secs(2), theirs.next()).await;
     assert!(leak.is_err(), "another workspace got {leak:?}");
+    f.stop().await;
+    app.stop().await;
+}
+
+/// A dock bound while the projections run behind (here: the relay held back for a few seconds) is
+/// projected with the binding's own time, older than the WebSocket's look-ups of recent changes;
+/// its telemetry must still be pushed to its new workspace.
+#[tokio::test]
+async fn a_dock_bound_while_projections_lag_gets_its_osd_pushed() {
+    let first = app_with_bridge(60).await;
+    let token = first.admin_token().await;
+    let p = prefix();
+    let f = fleet(&p, 1, None).await;
+    let dock = f.docks()[0].dock_sn.clone();
+    first.wait_for("dock online", || async { first.online(&dock).await == Some(true) }).await;
+    let config = first.config.clone();
+    first.halt().await;
+
+    // The same installation again, its relay held back by this test: what the binding writes waits
+    // in the outbox until the lock is released.
+    let mut relay_lock = sqlx::PgConnection::connect(&config.database_url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(projectors::relay::RELAY_LOCK)
+        .execute(&mut relay_lock)
+        .await
+        .unwrap();
+    let app = TestApp::spawn_with(config, Components::ALL).await;
+    let (_, r) = app
+        .post(&format!("/manage/api/v1/devices/{dock}/binding"), &token, json!({"device_sn": dock, "workspace_id": WS}))
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let url = format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(projectors::relay::RELAY_LOCK)
+        .execute(&mut relay_lock)
+        .await
+        .unwrap();
+    app.wait_for("the binding projected", || async {
+        sqlx::query_scalar::<_, bool>("SELECT bound FROM rm_devices WHERE device_sn = $1")
+            .bind(&dock)
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+            == Some(true)
+    })
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pushed = false;
+    while !pushed && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some(Ok(m))) = tokio::time::timeout(left, ws.next()).await else { break };
+        let v: Value = serde_json::from_str(m.to_text().unwrap_or("null")).unwrap_or(Value::Null);
+        pushed = v["biz_code"] == "dock_osd" && v["data"]["sn"] == dock.as_str();
+    }
+    assert!(pushed, "no dock_osd of {dock} within 10 s of its binding being projected");
     f.stop().await;
     app.stop().await;
 }
