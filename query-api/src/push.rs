@@ -53,6 +53,13 @@ impl Directory {
         self.0.write().await.insert(sn.to_string(), (workspace_id.to_string(), domain));
     }
 
+    /// A device unbound: its telemetry goes nowhere from now on.
+    async fn unbind(&self, sn: &str) {
+        if let Some((workspace_id, _)) = self.0.write().await.get_mut(sn) {
+            workspace_id.clear();
+        }
+    }
+
     async fn get(&self, sn: &str) -> Option<(String, i32)> {
         self.0.read().await.get(sn).cloned().filter(|(ws, _)| !ws.is_empty())
     }
@@ -227,9 +234,7 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
             }
         }
         DeviceEvent::DeviceUnbound { workspace_id } => {
-            if let Some((_, domain)) = dir.0.read().await.get(sn).cloned() {
-                dir.set(sn, "", domain).await;
-            }
+            dir.unbind(sn).await;
             s.hub.publish(&workspace_id, Audience::All, "device_offline", json!({"sn": sn, "online_status": false}));
         }
         DeviceEvent::FlightControlChanged { control_source } => {
