@@ -248,12 +248,7 @@ async fn a_dock_bound_while_projections_lag_gets_its_osd_pushed() {
 
     // The same installation again, its relay held back by this test: what the binding writes waits
     // in the outbox until the lock is released.
-    let mut relay_lock = sqlx::PgConnection::connect(&config.database_url).await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(projectors::relay::RELAY_LOCK)
-        .execute(&mut relay_lock)
-        .await
-        .unwrap();
+    let relay_lock = hold_relay(&config.database_url).await;
     let app = TestApp::spawn_with(config, Components::ALL).await;
     let (_, r) = app
         .post(&format!("/manage/api/v1/devices/{dock}/binding"), &token, json!({"device_sn": dock, "workspace_id": WS}))
@@ -262,11 +257,7 @@ async fn a_dock_bound_while_projections_lag_gets_its_osd_pushed() {
     let url = format!("ws://{}/api/v1/ws?x-auth-token={token}", app.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(projectors::relay::RELAY_LOCK)
-        .execute(&mut relay_lock)
-        .await
-        .unwrap();
+    relay_lock.close().await.unwrap();
     app.wait_for("the binding projected", || async {
         sqlx::query_scalar::<_, bool>("SELECT bound FROM rm_devices WHERE device_sn = $1")
             .bind(&dock)

@@ -316,3 +316,12 @@ pub fn header(m: &async_nats::jetstream::Message, name: &str) -> Option<String> 
         .and_then(|(_, v)| v.first())
         .map(|v| v.as_str().to_string())
 }
+
+/// Holds the outbox relay's leader lock of the installation at `database_url` on a connection of
+/// its own: no relay publishes (what commands write waits in the outbox) until it is closed.
+pub async fn hold_relay(database_url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let mut c = sqlx::PgConnection::connect(database_url).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(projectors::relay::RELAY_LOCK).execute(&mut c).await.unwrap();
+    c
+}

@@ -182,12 +182,7 @@ async fn metrics_follow_requests_the_outbox_and_websocket_sessions() {
     let admin = first.admin_token().await;
     let config = first.config.clone();
     first.halt().await;
-    let mut relay_lock = sqlx::PgConnection::connect(&config.database_url).await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(projectors::relay::RELAY_LOCK)
-        .execute(&mut relay_lock)
-        .await
-        .unwrap();
+    let relay_lock = hold_relay(&config.database_url).await;
     let app =
         TestApp::spawn_with(config, Components { command: true, query: true, projectors: true, bridge: false }).await;
 
