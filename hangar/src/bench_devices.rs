@@ -382,10 +382,21 @@ async fn register(ctx: &Ctx<'_>, prefix: &str, docks: usize) -> anyhow::Result<(
     // the projection, then the WebSocket's device directory (refreshed every 250 ms), catch up
     let expected = docks as i64 * 2;
     let deadline = Instant::now() + Duration::from_secs(60 + docks as u64 / 50);
+    wait_bound(ctx.pool, prefix, expected, deadline).await
+}
+
+/// Waits until `expected` devices of `prefix` are bound in the read model, then lets the
+/// WebSocket's device directory (refreshed every 250 ms) catch up.
+pub(crate) async fn wait_bound(
+    pool: &sqlx::PgPool,
+    prefix: &str,
+    expected: i64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     loop {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND bound")
             .bind(format!("{prefix}%"))
-            .fetch_one(ctx.pool)
+            .fetch_one(pool)
             .await?;
         if n >= expected {
             break;

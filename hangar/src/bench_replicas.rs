@@ -530,20 +530,7 @@ async fn bind_all(pool: &sqlx::PgPool, prefix: &str, expected: i64) -> anyhow::R
             }
         })
         .await;
-    // let the projection and the WebSocket's device directory catch up
-    loop {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_devices WHERE device_sn LIKE $1 AND bound")
-            .bind(format!("{prefix}%"))
-            .fetch_one(pool)
-            .await?;
-        if n >= expected {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "only {n} of {expected} devices bound");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    Ok(())
+    crate::bench_devices::wait_bound(pool, prefix, expected, deadline).await
 }
 
 struct WsStats {

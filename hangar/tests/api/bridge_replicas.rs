@@ -36,12 +36,12 @@ fn bridge_process(app: &TestApp, client_id: &str) -> Child {
 }
 
 /// Who holds each slot's lease (`None` when free).
-async fn holders(app: &TestApp) -> Vec<Option<String>> {
+pub(crate) async fn holders(app: &TestApp, slots: usize) -> Vec<Option<String>> {
     let Ok(store) = app.js.get_key_value(mqtt_bridge::slots::bucket(&app.config.nats_prefix)).await else {
-        return vec![None; SLOTS];
+        return vec![None; slots];
     };
     let mut out = Vec::new();
-    for i in 0..SLOTS {
+    for i in 0..slots {
         let entry = store.entry(format!("{}.slot.{i}", app.config.mqtt_share_group)).await.ok().flatten();
         out.push(
             entry.filter(|e| e.operation == kv::Operation::Put).map(|e| String::from_utf8_lossy(&e.value).into_owned()),
@@ -132,7 +132,7 @@ async fn a_bridge_replica_killed_for_good_strands_no_device() {
 
     // They end with one slot each.
     wait_for("one slot each", Duration::from_secs(30), || async {
-        let h = holders(&app).await;
+        let h = holders(&app, SLOTS).await;
         h.contains(&Some(mine.clone())) && h.contains(&Some(other.clone()))
     })
     .await;
@@ -179,7 +179,7 @@ async fn a_bridge_replica_killed_for_good_strands_no_device() {
     osd.await.unwrap();
 
     wait_for("the survivor holds both slots", Duration::from_secs(10), || async {
-        holders(&app).await.iter().all(|h| h.as_deref() == Some(mine.as_str()))
+        holders(&app, SLOTS).await.iter().all(|h| h.as_deref() == Some(mine.as_str()))
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, kv};
+use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 use mqtt_bridge::sim::{Fleet, FleetConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -112,21 +112,6 @@ fn spawn(app: &TestApp, logs: &std::path::Path, component: &'static str, index: 
         .spawn()
         .expect("start a hangar process");
     Proc { component, index, port, child }
-}
-
-/// Who holds each slot's lease (`None` when free).
-async fn holders(app: &TestApp) -> Vec<Option<String>> {
-    let Ok(store) = app.js.get_key_value(mqtt_bridge::slots::bucket(&app.config.nats_prefix)).await else {
-        return vec![None; SLOTS];
-    };
-    let mut out = Vec::new();
-    for i in 0..SLOTS {
-        let entry = store.entry(format!("{}.slot.{i}", app.config.mqtt_share_group)).await.ok().flatten();
-        out.push(
-            entry.filter(|e| e.operation == kv::Operation::Put).map(|e| String::from_utf8_lossy(&e.value).into_owned()),
-        );
-    }
-    out
 }
 
 async fn ready(http: &reqwest::Client, base: &str) -> bool {
@@ -414,7 +399,7 @@ async fn three_replicas_of_each_service_survive_one_of_each_killed_under_load() 
     app.wait_for("seed users projected", || async { app.count("rm_users").await == 2 }).await;
     let bridges: HashSet<String> = (0..REPLICAS).map(|i| format!("{tag}-bridge-{i}")).collect();
     wait_for("every bridge holds its share of the slots", SETTLE, || async {
-        let h = holders(&app).await;
+        let h = crate::bridge_replicas::holders(&app, SLOTS).await;
         let per: Vec<usize> =
             bridges.iter().map(|b| h.iter().filter(|x| x.as_deref() == Some(b.as_str())).count()).collect();
         per.iter().all(|&n| n == SLOTS / REPLICAS)
