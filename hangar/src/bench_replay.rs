@@ -5,9 +5,9 @@
 //! each round:
 //! - **raw**: an ephemeral pull consumer (no acks, as `replay` uses) drains the whole ES stream and
 //!   does nothing with the messages: the most any reader of the stream can get;
-//! - **rebuild all**: every projection is started over (`hangar rebuild all`) and the running
-//!   projectors read the stream again into the emptied read models, until every projection's
-//!   consumers have nothing pending and its tables hold as many rows as before;
+//! - **rebuild all**: `hangar rebuild all` writes every read model again from the event store, and
+//!   the running projectors' consumers start again after it, until every projection's consumers
+//!   have nothing pending and its tables hold as many rows as before;
 //! - **export**: the same events from the event store as Parquet and as JSON Lines, written to a
 //!   sink (the file system is not measured).
 //!
@@ -182,7 +182,7 @@ async fn drain(js: &jetstream::Context, names: &Names) -> anyhow::Result<(u64, D
     Ok((total, took))
 }
 
-/// `hangar rebuild all`, then waits until the running projectors have read the stream again.
+/// `hangar rebuild all`, then waits until the running projectors' consumers have nothing pending.
 async fn rebuild_all(pool: &PgPool, js: &jetstream::Context, names: &Names) -> anyhow::Result<Duration> {
     let projections = projectors::all_projections();
     let mut before = Vec::new();
@@ -194,9 +194,8 @@ async fn rebuild_all(pool: &PgPool, js: &jetstream::Context, names: &Names) -> a
     }
     let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
     let started = Instant::now();
-    for p in &projections {
-        projectors::runner::rebuild(p.as_ref(), pool, js, names).await?;
-    }
+    let all: Vec<&dyn projectors::Projection> = projections.iter().map(|p| p.as_ref()).collect();
+    projectors::runner::rebuild_all(&all, pool, js, names).await?;
     let deadline = started + Duration::from_secs(300);
     'wait: loop {
         anyhow::ensure!(Instant::now() < deadline, "the projections did not catch up within 300 s of a rebuild");

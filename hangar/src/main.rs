@@ -215,10 +215,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 let known: Vec<_> = all.iter().map(|p| p.name()).collect();
                 anyhow::bail!("unknown projection {projection:?}; known: {}", known.join(", "));
             }
-            for p in chosen {
-                projectors::runner::rebuild(p.as_ref(), &pool, &js, &names).await?;
-                println!("{}: rebuilding from the start of the stream", p.name());
+            let chosen: Vec<&dyn projectors::Projection> = chosen.into_iter().map(|p| p.as_ref()).collect();
+            let started = std::time::Instant::now();
+            let applied = projectors::runner::rebuild_all(&chosen, &pool, &js, &names).await?;
+            for p in &chosen {
+                println!("{}: rebuilt from the first event", p.name());
             }
+            println!("{applied} events applied in {:.1} s", started.elapsed().as_secs_f64());
             Ok(())
         }
         Cmd::HmsImport { config, file } => {

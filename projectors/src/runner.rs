@@ -414,34 +414,214 @@ fn apply_spans(name: &'static str, msgs: &[jetstream::Message]) -> Vec<tracing::
         .collect()
 }
 
-/// Starts a projection over: the next batch of a running projector notices and consumes the whole
-/// stream again into empty tables.
-pub async fn rebuild(p: &dyn Projection, pool: &PgPool, js: &jetstream::Context, names: &Names) -> anyhow::Result<()> {
+/// Starts one projection over; see [`rebuild_all`].
+pub async fn rebuild(p: &dyn Projection, pool: &PgPool, js: &jetstream::Context, names: &Names) -> anyhow::Result<u64> {
+    rebuild_all(&[p], pool, js, names).await
+}
+
+/// Events per page read from the event store by a rebuild.
+const REBUILD_PAGE: i64 = 5_000;
+/// A rebuild keeps the checkpoints it will write in memory up to this many aggregates, then
+/// writes them out (a history of millions of aggregates does not need them all in memory).
+const REBUILD_CHECKPOINTS: usize = 100_000;
+
+/// Rebuilds projections from the first event, itself: their tables and checkpoints are emptied and
+/// written again from the event store (the source of truth) in one pass over it, shared by every
+/// projection given, within one transaction. Readers see the old rows until the new ones commit;
+/// nothing needs to be running, and a running projector neither helps nor gets in the way.
+///
+/// How it meets the live path without losing or repeating an event:
+/// - the ES stream's last sequence `L` is read first, then the event store's snapshot is taken:
+///   every event on the stream at or before `L` was committed before it was published, so the
+///   snapshot holds it;
+/// - the projections' advisory locks are taken exclusively, and their generation bumped, so a
+///   running projector's batch waits and then rolls back instead of writing into the new tables;
+/// - each aggregate's checkpoint is written as the last sequence the snapshot held;
+/// - after the commit the projection's consumers start again at `L + 1`. What they receive that the
+///   snapshot already held (published after `L`) is skipped by its checkpoint, as any redelivery is.
+///
+/// Events are applied by the same [`Projection::apply_batch`] as live, in pages of
+/// [`REBUILD_PAGE`] in `global_position` order (per aggregate: sequence order). Returns how many
+/// events were applied.
+pub async fn rebuild_all(
+    projections: &[&dyn Projection],
+    pool: &PgPool,
+    js: &jetstream::Context,
+    names: &Names,
+) -> anyhow::Result<u64> {
+    let mut stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
+    let last_published = stream.info().await.context("ES stream info")?.state.last_sequence;
+
+    // Locks in name order: two rebuilds of overlapping sets never deadlock.
+    let mut order: Vec<&dyn Projection> = projections.to_vec();
+    order.sort_by_key(|p| p.name());
+    order.dedup_by_key(|p| p.name());
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(p.name())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(lock_key(p.name()))
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE projections SET generation = generation + 1 WHERE name = $1")
-        .bind(p.name())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(p.name()).execute(&mut *tx).await?;
-    for t in p.tables() {
-        sqlx::query(&format!("TRUNCATE {t}")).execute(&mut *tx).await?;
+    for p in &order {
+        sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(p.name())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(lock_key(p.name()))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE projections SET generation = generation + 1 WHERE name = $1")
+            .bind(p.name())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(p.name()).execute(&mut *tx).await?;
+        for t in p.tables() {
+            sqlx::query(&format!("TRUNCATE {t}")).execute(&mut *tx).await?;
+        }
     }
-    let stream = js.get_stream(names.es_stream()).await.context("ES stream")?;
-    for consumer in consumer_names(p, names).into_iter().chain(legacy_consumer(p, names)) {
-        match stream.delete_consumer(&consumer).await {
+
+    // The snapshot is read on a connection of its own, a page ahead of the writes.
+    let mut types: Vec<String> = order.iter().flat_map(|p| p.aggregate_types()).map(|t| t.to_string()).collect();
+    types.sort();
+    types.dedup();
+    let mut reader = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *reader).await?;
+    sqlx::query("SELECT 1").execute(&mut *reader).await?; // the snapshot starts here, after `L` was read
+    let (pages, mut next) = tokio::sync::mpsc::channel::<Vec<StoredEvent>>(1);
+    let reading = tokio::spawn(read_history(reader, types, pages));
+
+    let mut checkpoints: Vec<HashMap<(String, String), i64>> = order.iter().map(|_| HashMap::new()).collect();
+    let mut applied = 0u64;
+    while let Some(page) = next.recv().await {
+        for (p, cps) in order.iter().zip(checkpoints.iter_mut()) {
+            let mut mine = Vec::new();
+            for e in page.iter().filter(|e| p.aggregate_types().contains(&e.aggregate_type.as_str())) {
+                let key = (e.aggregate_type.clone(), e.aggregate_id.clone());
+                let last = cps.get(&key).copied().unwrap_or(0);
+                anyhow::ensure!(
+                    e.sequence == last + 1,
+                    "{} rebuilding: {} {} has sequence {} after {last}",
+                    p.name(),
+                    e.aggregate_type,
+                    e.aggregate_id,
+                    e.sequence
+                );
+                cps.insert(key, e.sequence);
+                mine.push(e);
+            }
+            p.apply_batch(&mut tx, &mine).await.with_context(|| format!("{} rebuilding", p.name()))?;
+            applied += mine.len() as u64;
+            if cps.len() >= REBUILD_CHECKPOINTS {
+                write_checkpoints(&mut tx, p.name(), std::mem::take(cps)).await?;
+            }
+        }
+    }
+    reading.await.context("the rebuild's reader stopped")??;
+    for (p, cps) in order.iter().zip(checkpoints) {
+        write_checkpoints(&mut tx, p.name(), cps).await?;
+    }
+    tx.commit().await?;
+
+    // The consumers start again after what the snapshot surely held.
+    for p in &order {
+        for feed in feeds(*p, names) {
+            let mut config = consumer_config(*p, &feed);
+            if last_published > 0 {
+                config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence: last_published + 1 };
+            }
+            restart_consumer(&stream, &feed.consumer, config).await?;
+        }
+        if let Some(legacy) = legacy_consumer(*p, names) {
+            let _ = stream.delete_consumer(&legacy).await;
+        }
+    }
+    Ok(applied)
+}
+
+/// Pages of the event store's snapshot, of the given aggregate types, in `global_position` order.
+async fn read_history(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    types: Vec<String>,
+    pages: tokio::sync::mpsc::Sender<Vec<StoredEvent>>,
+) -> anyhow::Result<()> {
+    let mut after = 0i64;
+    loop {
+        let page: Vec<StoredEvent> = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
+                    global_position, recorded_at \
+             FROM events WHERE global_position > $1 AND aggregate_type = ANY($2) \
+             ORDER BY global_position LIMIT $3",
+        )
+        .bind(after)
+        .bind(&types)
+        .bind(REBUILD_PAGE)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading the event store")?
+        .into_iter()
+        .map(|r| StoredEvent {
+            aggregate_type: r.get(0),
+            aggregate_id: r.get(1),
+            sequence: r.get(2),
+            event_type: r.get(3),
+            event_version: r.get(4),
+            payload: r.get(5),
+            metadata: r.get(6),
+            global_position: r.get(7),
+            recorded_at: r.get(8),
+        })
+        .collect();
+        let Some(last) = page.last() else { break };
+        after = last.global_position;
+        let full = page.len() as i64 == REBUILD_PAGE;
+        if pages.send(page).await.is_err() || !full {
+            break;
+        }
+    }
+    tx.rollback().await?;
+    Ok(())
+}
+
+async fn write_checkpoints(
+    tx: &mut PgConnection,
+    name: &str,
+    checkpoints: HashMap<(String, String), i64>,
+) -> anyhow::Result<()> {
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    let (keys, seqs): (Vec<(String, String)>, Vec<i64>) = checkpoints.into_iter().unzip();
+    let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, aggregate_type, aggregate_id, last_sequence) \
+         SELECT $1, t, i, s FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS k(t, i, s) \
+         ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+    )
+    .bind(name)
+    .bind(&types)
+    .bind(&ids)
+    .bind(&seqs)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Replaces a durable consumer by one with `config`. A running projector that notices the old one
+/// gone may create its own in between (from the first event: correct, only slower): that one is
+/// replaced too.
+async fn restart_consumer(
+    stream: &jetstream::stream::Stream,
+    name: &str,
+    config: consumer::pull::Config,
+) -> anyhow::Result<()> {
+    let mut last_error = None;
+    for _ in 0..5 {
+        match stream.delete_consumer(name).await {
             Ok(_) => {}
             Err(e) if e.to_string().contains("not found") => {}
             Err(e) => return Err(e).context("deleting the projection consumer"),
         }
+        match stream.create_consumer(config.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last_error = Some(e),
+        }
     }
-    tx.commit().await?;
-    Ok(())
+    Err(last_error.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+        .with_context(|| format!("recreating the projection consumer {name}"))
 }

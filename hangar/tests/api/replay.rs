@@ -133,6 +133,71 @@ async fn rebuilding_every_projection_reproduces_identical_read_models() {
 }
 
 #[tokio::test]
+async fn a_rebuild_needs_nothing_running_and_the_live_projection_goes_on_after_it_without_repeating_an_event() {
+    // The API alone: events are committed, none is published (no relay) and no projection runs.
+    let app = TestApp::spawn_with(
+        test_config(),
+        hangar::Components { command: true, query: true, projectors: false, bridge: false },
+    )
+    .await;
+    let now = Utc::now().timestamp();
+    let token = app.sign(json!({"iss": "DJI", "sub": "CloudApiSample", "iat": now, "nbf": now, "exp": now + 3600,
+        "id": PILOT_ID, "username": "pilot", "user_type": "2", "workspace_id": WS}));
+    for i in 0..3 {
+        assert_eq!(app.upload_callback(&token, callback_body(&format!("ra-{i}"))).await.1["code"], 0);
+    }
+    let group = |uploaded: i32| json!({"file_group_id": "g", "file_count": 4, "file_uploaded_count": uploaded});
+    let url = format!("/media/api/v1/workspaces/{WS}/group-upload-callback");
+    assert_eq!(app.post(&url, &token, group(3)).await.1["code"], 0);
+    assert_eq!(app.count("rm_media_files").await, 0);
+
+    // The rebuild reads the event store itself.
+    let all = projectors::all_projections();
+    let all: Vec<&dyn projectors::Projection> = all.iter().map(|p| p.as_ref()).collect();
+    let applied = projectors::runner::rebuild_all(&all, &app.pool, &app.js, &app.names).await.unwrap();
+    assert!(applied >= 4, "{applied}");
+    assert_eq!(app.count("rm_media_files").await, 3);
+    let reports = || async {
+        sqlx::query_scalar::<_, i32>("SELECT reports FROM rm_media_groups").fetch_one(&app.pool).await.unwrap()
+    };
+    assert_eq!(reports().await, 1);
+    assert_eq!(app.login("pilot", "pilot123", 2).await["code"], 0, "the users' read model is there too");
+
+    // Now the relay publishes all of it and the projections read the stream: what the rebuild
+    // applied is skipped, what comes after is applied once.
+    let projectors = hangar::start(
+        app.config.clone(),
+        hangar::Components { command: false, query: false, projectors: true, bridge: false },
+        shared::Shutdown::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(app.upload_callback(&token, callback_body("ra-3")).await.1["code"], 0);
+    assert_eq!(app.post(&url, &token, group(4)).await.1["code"], 0);
+    app.wait_for("the new events projected", || async {
+        app.count("rm_media_files").await == 4 && reports().await == 2 && app.count("event_outbox").await == 0
+    })
+    .await;
+    let stream = app.js.get_stream(app.names.es_stream()).await.unwrap();
+    let media = projectors::all_projections().into_iter().find(|p| p.name() == "media_files").unwrap();
+    wait_for("the consumers drained", Duration::from_secs(10), || async {
+        let mut drained = true;
+        for name in projectors::runner::consumer_names(media.as_ref(), &app.names) {
+            let info = stream.consumer_info(&name).await.unwrap();
+            drained &= info.num_pending == 0 && info.num_ack_pending == 0;
+        }
+        drained
+    })
+    .await;
+    assert_eq!(reports().await, 2, "each group report applied once");
+    let live = shared::metrics::counter("hangar_projection_applied_total", &[("projection", "media_files")])
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(live, 2, "the live projection applied only the two events after the rebuild");
+    projectors.stop().await.unwrap();
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn projection_lag_and_backlog_are_exposed_as_metrics() {
     let app = TestApp::spawn().await;
     let token = app.pilot_token().await;
