@@ -72,6 +72,33 @@ impl crate::Projection for MediaFiles {
         Ok(())
     }
 
+    /// A rebuild's files go in with COPY, the cheapest way into Postgres; group reports as live.
+    async fn load_batch(&self, tx: &mut PgConnection, events: &[&StoredEvent]) -> anyhow::Result<()> {
+        let mut rows = String::new();
+        for e in events {
+            if e.aggregate_type != media::AGGREGATE_TYPE {
+                self.apply(tx, e).await?;
+                continue;
+            }
+            match MediaEvent::deserialize(&e.payload)? {
+                MediaEvent::MediaFileUploaded(u) => copy_row(&mut rows, &u, e),
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY rm_media_files (file_id, workspace_id, file_name, file_path, object_key, fingerprint, \
+                   tinny_fingerprint, sub_file_type, is_original, drone, drone_model_key, payload_model_key, job_id, \
+                   metadata, username, create_time, position) FROM STDIN",
+            )
+            .await?;
+        copy.send(rows.into_bytes()).await?;
+        copy.finish().await?;
+        Ok(())
+    }
+
     async fn apply(&self, tx: &mut PgConnection, e: &StoredEvent) -> anyhow::Result<()> {
         if e.aggregate_type == media::AGGREGATE_TYPE {
             return self.apply_batch(tx, &[e]).await;
@@ -95,5 +122,42 @@ impl crate::Projection for MediaFiles {
             }
         }
         Ok(())
+    }
+}
+
+/// One row of `rm_media_files` in COPY's text format.
+fn copy_row(out: &mut String, u: &media::MediaUpload, e: &StoredEvent) {
+    use std::fmt::Write as _;
+    for text in [&u.file_id, &u.workspace_id, &u.name, &u.path, &u.object_key, &u.fingerprint, &u.tinny_fingerprint] {
+        copy_text(out, text);
+        out.push('\t');
+    }
+    match u.sub_file_type {
+        Some(t) => write!(out, "{t}\t").unwrap(),
+        None => out.push_str("\\N\t"),
+    }
+    out.push_str(if u.is_original { "t\t" } else { "f\t" });
+    for text in [&u.drone_sn, &u.drone_model_key, &u.payload_model_key, &u.file_group_id] {
+        copy_text(out, text);
+        out.push('\t');
+    }
+    copy_text(out, &u.metadata.to_string());
+    out.push('\t');
+    copy_text(out, &u.username);
+    out.push('\t');
+    out.push_str(&e.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    writeln!(out, "\t{}", e.global_position).unwrap();
+}
+
+/// A value in COPY's text format: backslash, tab, newline and carriage return escaped.
+fn copy_text(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
     }
 }

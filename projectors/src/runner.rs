@@ -8,10 +8,11 @@
 //! and an event that arrives before its predecessor is handed back to JetStream for later, so
 //! redelivery order can never apply events out of order or twice.
 //!
-//! A rebuild bumps the projection's generation, truncates its tables and checkpoints, and deletes
-//! its consumers under an exclusive advisory lock; batches hold the same lock shared and check the
-//! generation, so a batch that was in flight during a rebuild rolls back instead of writing into
-//! the fresh tables.
+//! Checkpoints belong to a generation of the projection. A rebuild ([`rebuild_all`]) bumps the
+//! generation, truncates the tables and writes them again from the event store under an exclusive
+//! advisory lock, with the new generation's checkpoints; batches hold the same lock shared and
+//! check the generation, so a batch that was in flight during a rebuild rolls back instead of
+//! writing into the fresh tables. Then the consumers start again after the rebuild's snapshot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -49,6 +50,12 @@ pub trait Projection: Send + Sync + 'static {
             })?;
         }
         Ok(())
+    }
+    /// Applies a rebuild's events into the projection's freshly emptied tables, inside the
+    /// rebuild's transaction: no row exists yet that they could conflict with, so a projection may
+    /// load them in bulk (COPY). By default, as [`Projection::apply_batch`].
+    async fn load_batch(&self, tx: &mut PgConnection, events: &[&StoredEvent]) -> anyhow::Result<()> {
+        self.apply_batch(tx, events).await
     }
 }
 
@@ -298,12 +305,13 @@ async fn apply_batch(
     let mut checkpoints: HashMap<(String, String), i64> = sqlx::query(
         "SELECT k.t, k.i, c.last_sequence FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(t, i, n) \
          CROSS JOIN LATERAL (SELECT last_sequence FROM projection_checkpoints \
-           WHERE projection = $1 AND aggregate_type = k.t AND aggregate_id = k.i FOR UPDATE) c \
+           WHERE projection = $1 AND generation = $4 AND aggregate_type = k.t AND aggregate_id = k.i FOR UPDATE) c \
          ORDER BY k.n",
     )
     .bind(name)
     .bind(&types)
     .bind(&ids)
+    .bind(gen)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
@@ -336,21 +344,7 @@ async fn apply_batch(
         }
     }
     p.apply_batch(&mut tx, &applied).await?;
-    if !changed.is_empty() {
-        let (keys, seqs): (Vec<(String, String)>, Vec<i64>) = changed.into_iter().unzip();
-        let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, aggregate_type, aggregate_id, last_sequence) \
-             SELECT $1, t, i, s FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS k(t, i, s) \
-             ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
-        )
-        .bind(name)
-        .bind(&types)
-        .bind(&ids)
-        .bind(&seqs)
-        .execute(&mut *tx)
-        .await?;
-    }
+    write_checkpoints(&mut tx, name, gen, changed).await?;
     tx.commit().await?;
     drop(spans); // each traced event's span ends with the commit of the read model
     let committed_at = started.elapsed();
@@ -425,9 +419,9 @@ const REBUILD_PAGE: i64 = 5_000;
 /// writes them out (a history of millions of aggregates does not need them all in memory).
 const REBUILD_CHECKPOINTS: usize = 100_000;
 
-/// Rebuilds projections from the first event, itself: their tables and checkpoints are emptied and
-/// written again from the event store (the source of truth) in one pass over it, shared by every
-/// projection given, within one transaction. Readers see the old rows until the new ones commit;
+/// Rebuilds projections from the first event, itself: their tables are emptied and written again
+/// from the event store (the source of truth), with a new generation of checkpoints, in one pass
+/// over it shared by every projection given, within one transaction. Readers see the old rows until the new ones commit;
 /// nothing needs to be running, and a running projector neither helps nor gets in the way.
 ///
 /// How it meets the live path without losing or repeating an event:
@@ -436,11 +430,12 @@ const REBUILD_CHECKPOINTS: usize = 100_000;
 ///   snapshot holds it;
 /// - the projections' advisory locks are taken exclusively, and their generation bumped, so a
 ///   running projector's batch waits and then rolls back instead of writing into the new tables;
-/// - each aggregate's checkpoint is written as the last sequence the snapshot held;
+/// - each aggregate's checkpoint (of the new generation) is the last sequence the snapshot held;
+///   the earlier generations' are deleted after the commit;
 /// - after the commit the projection's consumers start again at `L + 1`. What they receive that the
 ///   snapshot already held (published after `L`) is skipped by its checkpoint, as any redelivery is.
 ///
-/// Events are applied by the same [`Projection::apply_batch`] as live, in pages of
+/// Events are applied by [`Projection::load_batch`] (by default the same `apply_batch` as live), in pages of
 /// [`REBUILD_PAGE`] in `global_position` order (per aggregate: sequence order). Returns how many
 /// events were applied.
 pub async fn rebuild_all(
@@ -457,6 +452,7 @@ pub async fn rebuild_all(
     order.sort_by_key(|p| p.name());
     order.dedup_by_key(|p| p.name());
     let mut tx = pool.begin().await?;
+    let mut generations = Vec::with_capacity(order.len());
     for p in &order {
         sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT DO NOTHING")
             .bind(p.name())
@@ -466,11 +462,13 @@ pub async fn rebuild_all(
             .bind(lock_key(p.name()))
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE projections SET generation = generation + 1 WHERE name = $1")
-            .bind(p.name())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(p.name()).execute(&mut *tx).await?;
+        let gen: i64 = sqlx::query_scalar(
+            "UPDATE projections SET generation = generation + 1 WHERE name = $1 RETURNING generation",
+        )
+        .bind(p.name())
+        .fetch_one(&mut *tx)
+        .await?;
+        generations.push(gen);
         for t in p.tables() {
             sqlx::query(&format!("TRUNCATE {t}")).execute(&mut *tx).await?;
         }
@@ -489,7 +487,7 @@ pub async fn rebuild_all(
     let mut checkpoints: Vec<HashMap<(String, String), i64>> = order.iter().map(|_| HashMap::new()).collect();
     let mut applied = 0u64;
     while let Some(page) = next.recv().await {
-        for (p, cps) in order.iter().zip(checkpoints.iter_mut()) {
+        for (i, (p, cps)) in order.iter().zip(checkpoints.iter_mut()).enumerate() {
             let mut mine = Vec::new();
             for e in page.iter().filter(|e| p.aggregate_types().contains(&e.aggregate_type.as_str())) {
                 let key = (e.aggregate_type.clone(), e.aggregate_id.clone());
@@ -505,18 +503,27 @@ pub async fn rebuild_all(
                 cps.insert(key, e.sequence);
                 mine.push(e);
             }
-            p.apply_batch(&mut tx, &mine).await.with_context(|| format!("{} rebuilding", p.name()))?;
+            p.load_batch(&mut tx, &mine).await.with_context(|| format!("{} rebuilding", p.name()))?;
             applied += mine.len() as u64;
             if cps.len() >= REBUILD_CHECKPOINTS {
-                write_checkpoints(&mut tx, p.name(), std::mem::take(cps)).await?;
+                write_checkpoints(&mut tx, p.name(), generations[i], std::mem::take(cps)).await?;
             }
         }
     }
     reading.await.context("the rebuild's reader stopped")??;
-    for (p, cps) in order.iter().zip(checkpoints) {
-        write_checkpoints(&mut tx, p.name(), cps).await?;
+    for ((p, cps), gen) in order.iter().zip(checkpoints).zip(&generations) {
+        write_checkpoints(&mut tx, p.name(), *gen, cps).await?;
     }
     tx.commit().await?;
+
+    // The earlier generations' checkpoints are of no use to anyone now.
+    for (p, gen) in order.iter().zip(&generations) {
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1 AND generation < $2")
+            .bind(p.name())
+            .bind(gen)
+            .execute(pool)
+            .await?;
+    }
 
     // The consumers start again after what the snapshot surely held.
     for p in &order {
@@ -578,25 +585,32 @@ async fn read_history(
     Ok(())
 }
 
+/// Writes a projection's checkpoints of generation `gen`, in key order (appending to the index
+/// rather than scattering over it).
 async fn write_checkpoints(
     tx: &mut PgConnection,
     name: &str,
+    gen: i64,
     checkpoints: HashMap<(String, String), i64>,
 ) -> anyhow::Result<()> {
     if checkpoints.is_empty() {
         return Ok(());
     }
-    let (keys, seqs): (Vec<(String, String)>, Vec<i64>) = checkpoints.into_iter().unzip();
+    let mut rows: Vec<((String, String), i64)> = checkpoints.into_iter().collect();
+    rows.sort_unstable();
+    let (keys, seqs): (Vec<(String, String)>, Vec<i64>) = rows.into_iter().unzip();
     let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, aggregate_type, aggregate_id, last_sequence) \
-         SELECT $1, t, i, s FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS k(t, i, s) \
-         ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
+        "INSERT INTO projection_checkpoints (projection, generation, aggregate_type, aggregate_id, last_sequence) \
+         SELECT $1, $5, t, i, s FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS k(t, i, s) \
+         ON CONFLICT (projection, generation, aggregate_type, aggregate_id) \
+         DO UPDATE SET last_sequence = EXCLUDED.last_sequence",
     )
     .bind(name)
     .bind(&types)
     .bind(&ids)
     .bind(&seqs)
+    .bind(gen)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -198,8 +198,9 @@ async fn push_one(s: &AppState, job_id: &str, sequence: i64, event: WaylineJobEv
     for _ in 0..20 {
         row = job_counts(s, job_id).await?;
         let projected: Option<i64> = sqlx::query_scalar(
-            "SELECT last_sequence FROM projection_checkpoints \
-                 WHERE projection = 'wayline_jobs' AND aggregate_type = $2 AND aggregate_id = $1",
+            "SELECT c.last_sequence FROM projection_checkpoints c JOIN projections p \
+                 ON p.name = c.projection AND p.generation = c.generation \
+                 WHERE c.projection = 'wayline_jobs' AND c.aggregate_type = $2 AND c.aggregate_id = $1",
         )
         .bind(job_id)
         .bind(wayline_job::AGGREGATE_TYPE)
