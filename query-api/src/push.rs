@@ -147,20 +147,47 @@ async fn telemetry(s: AppState, dir: Directory, shutdown: Shutdown) -> anyhow::R
             continue;
         }
         let Some((workspace_id, domain)) = dir.get(&t.sn).await else { continue };
-        let Ok(Value::Object(mut msg)) = serde_json::from_slice::<Value>(&m.payload) else { continue };
-        let Some(Value::Object(data)) = msg.remove("data") else { continue };
-        let (biz, audience, host) = match domain {
-            3 => ("dock_osd", Audience::Web, data),
-            2 => ("gateway_osd", Audience::Web, data),
-            _ => ("device_osd", Audience::All, collect_payloads(data)),
-        };
-        s.hub.publish(&workspace_id, audience, biz, json!({"sn": t.sn, "host": host}));
+        let Some((biz, audience, data)) = osd_push(domain, &t.sn, &m.payload) else { continue };
+        s.hub.publish_json(&workspace_id, audience, biz, &data);
         let lat = m.headers.as_ref().and_then(|h| h.get(shared::protocol::H_RECEIVED_AT));
         if let Some(at) = lat.and_then(|v| DateTime::parse_from_rfc3339(v.as_str()).ok()) {
             let age = (Utc::now() - at.with_timezone(&Utc)).to_std().unwrap_or_default();
             shared::metrics::summary("hangar_ws_osd_delay_seconds", &[]).observe(age);
         }
     }
+}
+
+/// What the WebSocket carries of one OSD message: its `biz_code`, audience and `data`
+/// (`{sn, host}`) as JSON text; `None` when it is not an OSD message.
+///
+/// A dock's or a remote controller's `data` goes out as the device wrote it, never parsed into a
+/// tree and written again, unless it holds a `null` (which the WebSocket never carries); an
+/// aircraft's is reshaped (its payloads collected under `payload`).
+fn osd_push(domain: i32, sn: &str, payload: &[u8]) -> Option<(&'static str, Audience, String)> {
+    #[derive(serde::Deserialize)]
+    struct Osd<'a> {
+        #[serde(borrow)]
+        data: &'a serde_json::value::RawValue,
+    }
+    if domain == 2 || domain == 3 {
+        let biz = if domain == 3 { "dock_osd" } else { "gateway_osd" };
+        let raw = serde_json::from_slice::<Osd>(payload).ok()?.data.get();
+        if !raw.starts_with('{') {
+            return None;
+        }
+        if !raw.contains("null") {
+            let sn = serde_json::to_string(sn).ok()?;
+            return Some((biz, Audience::Web, format!("{{\"sn\":{sn},\"host\":{raw}}}")));
+        }
+    }
+    let Ok(Value::Object(mut msg)) = serde_json::from_slice::<Value>(payload) else { return None };
+    let Some(Value::Object(data)) = msg.remove("data") else { return None };
+    let (biz, audience, host) = match domain {
+        3 => ("dock_osd", Audience::Web, data),
+        2 => ("gateway_osd", Audience::Web, data),
+        _ => ("device_osd", Audience::All, collect_payloads(data)),
+    };
+    Some((biz, audience, shared::error::strip_nulls(json!({"sn": sn, "host": host})).to_string()))
 }
 
 async fn device_row(s: &AppState, sn: &str) -> sqlx::Result<Option<DeviceRow>> {
@@ -313,6 +340,38 @@ fn progress_push(r: &Report) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_docks_osd_goes_out_as_it_came_and_with_nulls_the_long_way() {
+        let raw = br#"{"tid":"t","bid":"b","timestamp":1,"data":{"mode_code":1, "cover_state":0,"sub":{"a":[1,2]}}}"#;
+        let (biz, audience, data) = osd_push(3, "DOCK\"1", raw).unwrap();
+        assert_eq!((biz, audience), ("dock_osd", Audience::Web));
+        assert_eq!(data, r#"{"sn":"DOCK\"1","host":{"mode_code":1, "cover_state":0,"sub":{"a":[1,2]}}}"#);
+        let (biz, _, _) = osd_push(2, "RC1", raw).unwrap();
+        assert_eq!(biz, "gateway_osd");
+
+        let with_null = br#"{"data":{"mode_code":1,"gone":null,"list":[null,2]}}"#;
+        let (_, _, data) = osd_push(3, "DOCK1", with_null).unwrap();
+        assert_eq!(parse(&data), json!({"sn": "DOCK1", "host": {"mode_code": 1, "list": ["", 2]}}));
+
+        assert!(osd_push(3, "DOCK1", br#"{"data":[1]}"#).is_none());
+        assert!(osd_push(3, "DOCK1", b"not json").is_none());
+    }
+
+    #[test]
+    fn an_aircrafts_payloads_are_collected_under_payload() {
+        let raw = br#"{"data":{"height":10,"39-0-7":{"zoom":2}}}"#;
+        let (biz, audience, data) = osd_push(0, "UAV1", raw).unwrap();
+        assert_eq!((biz, audience), ("device_osd", Audience::All));
+        assert_eq!(
+            parse(&data),
+            json!({"sn": "UAV1", "host": {"height": 10, "payload": [{"zoom": 2, "payload_index": "39-0-7"}]}})
+        );
+    }
 
     #[test]
     fn payload_indexes_are_collected() {

@@ -92,6 +92,9 @@ impl Hub {
 
     /// Sends `{biz_code, version: "1.0", timestamp, data}` to the workspace's sessions.
     pub fn publish<T: Serialize>(&self, workspace_id: &str, audience: Audience, biz_code: &str, data: T) {
+        if !self.has_sessions(workspace_id) {
+            return;
+        }
         let envelope = Envelope { biz_code, version: "1.0", timestamp: shared::time::now_ms(), data };
         let text: Arc<str> = match serde_json::to_value(&envelope) {
             Ok(v) => shared::error::strip_nulls(v).to_string().into(),
@@ -100,6 +103,32 @@ impl Hub {
                 return;
             }
         };
+        self.fan_out(workspace_id, audience, text);
+    }
+
+    /// As [`Hub::publish`], for data that is already a JSON value without nulls, written as it
+    /// is: the telemetry path, where a fleet's every OSD message passes.
+    pub fn publish_json(&self, workspace_id: &str, audience: Audience, biz_code: &str, data: &str) {
+        if !self.has_sessions(workspace_id) {
+            return;
+        }
+        let biz = serde_json::to_string(biz_code).unwrap_or_else(|_| "\"\"".into());
+        let mut text = String::with_capacity(data.len() + biz.len() + 64);
+        text.push_str("{\"biz_code\":");
+        text.push_str(&biz);
+        text.push_str(",\"version\":\"1.0\",\"timestamp\":");
+        text.push_str(&shared::time::now_ms().to_string());
+        text.push_str(",\"data\":");
+        text.push_str(data);
+        text.push('}');
+        self.fan_out(workspace_id, audience, text.into());
+    }
+
+    fn has_sessions(&self, workspace_id: &str) -> bool {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner()).contains_key(workspace_id)
+    }
+
+    fn fan_out(&self, workspace_id: &str, audience: Audience, text: Arc<str>) {
         let map = self.sessions.read().unwrap_or_else(|e| e.into_inner());
         let Some(list) = map.get(workspace_id) else { return };
         for s in list {
@@ -194,6 +223,21 @@ mod tests {
         }
         assert!(other_rx.try_recv().is_err(), "another workspace gets nothing");
         assert!(metrics::counter("hangar_ws_dropped_total", &[]).load(Ordering::Relaxed) >= (SESSION_QUEUE * 2) as u64);
+    }
+
+    #[tokio::test]
+    async fn json_data_goes_out_in_the_same_envelope() {
+        let hub = Hub::new(Shutdown::new());
+        let (_id, mut rx) = hub.register("w", 1);
+        hub.publish_json("w", Audience::Web, "dock_osd", r#"{"sn":"D","host":{"a":1}}"#);
+        hub.publish("w", Audience::Web, "dock_osd", serde_json::json!({"sn": "D", "host": {"a": 1}}));
+        let raw: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        let tree: serde_json::Value = serde_json::from_str(&rx.try_recv().unwrap()).unwrap();
+        assert_eq!(raw["biz_code"], "dock_osd");
+        assert_eq!(raw["version"], "1.0");
+        assert!(raw["timestamp"].as_i64().unwrap() > 0);
+        assert_eq!(raw["data"], tree["data"]);
+        hub.publish_json("nobody", Audience::All, "dock_osd", "{}"); // no session: nothing to do
     }
 
     #[tokio::test]
