@@ -6,6 +6,7 @@
 //!
 //! - [`login`]: LoginController (login, token refresh).
 //! - [`users`]: UserController writes (MQTT credentials).
+//! - [`map_element`]: WorkspaceElementController writes (map elements).
 //! - [`media`]: MediaController (fast-upload, tiny-fingerprints, upload-callback, group-upload-callback).
 //! - [`storage`]: StorageController (upload credentials, also for docks' `storage_config_get`).
 //! - [`s3_endpoint`]: the S3-compatible endpoint over the local object folder (default run).
@@ -23,6 +24,7 @@ pub mod device_inbox;
 pub mod device_service;
 pub mod devices;
 pub mod login;
+pub mod map_element;
 pub mod media;
 pub mod s3_endpoint;
 pub mod storage;
@@ -37,6 +39,7 @@ use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::device_command::DeviceCommand;
 use shared::domain::device_progress::DeviceProgress;
+use shared::domain::map_element::MapElement;
 use shared::domain::wayline_file::WaylineFile;
 use shared::domain::wayline_job::WaylineJob;
 use shared::domain::{device::Device, file_group::FileGroup, media::MediaFile, user::User};
@@ -62,6 +65,7 @@ pub struct AppState {
     pub device_progress: Arc<Cqrs<DeviceProgress>>,
     pub wayline_files: Arc<Cqrs<WaylineFile>>,
     pub wayline_jobs: Arc<Cqrs<WaylineJob>>,
+    pub map_elements: Arc<Cqrs<MapElement>>,
     /// This process's id, recorded with the commands it sends and the replies it reads.
     pub instance: String,
     pub js: async_nats::jetstream::Context,
@@ -81,6 +85,7 @@ impl AppState {
             device_progress: cqrs(&appender),
             wayline_files: cqrs(&appender),
             wayline_jobs: cqrs(&appender),
+            map_elements: cqrs(&appender),
             instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
@@ -103,6 +108,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(control::router())
         .merge(wayline_file::router())
         .merge(wayline_job::router())
+        .merge(map_element::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     // login and token refresh check their credentials themselves

@@ -8,12 +8,14 @@
 //! - [`history`]: an aggregate, or a workspace's device list, as it was at a past time (from events).
 //! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
 //! - [`wayline_job`]: WaylineJobController reads (the job list) and the pushes of jobs.
+//! - [`map_element`]: WorkspaceElementController reads (element groups and their map elements).
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
 
 pub mod devices;
 pub mod files;
 pub mod history;
+pub mod map_element;
 pub mod push;
 pub mod users;
 pub mod wayline_file;
@@ -64,6 +66,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(history::router())
         .merge(wayline_file::router())
         .merge(wayline_job::router())
+        .merge(map_element::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = OpenApiRouter::new()

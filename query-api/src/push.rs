@@ -1,6 +1,8 @@
 //! What the WebSocket pushes, and from where:
 //! - telemetry, live from the TELEMETRY subjects: `dock_osd` (docks), `device_osd` (aircraft),
 //!   `gateway_osd` (remote controllers), each to the workspace the device is bound to;
+//! - map elements drawn, changed and deleted (`map_element_create`, `map_element_update`,
+//!   `map_element_delete`), from `map_element` events;
 //! - device facts, live from the ES subjects of `device` events: `device_online` (and on binding),
 //!   `device_offline` (and on unbinding), `device_hms`, `control_source_change`;
 //! - what devices report about operations under way, from `device_progress` events: the
@@ -20,12 +22,14 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use shared::domain::device::DeviceEvent;
 use shared::domain::device_progress::{self, DeviceProgressEvent, Report};
+use shared::domain::map_element::{self, MapElementEvent};
 use shared::es::StoredEvent;
 use shared::protocol::{Topic, TopicKind, H_MQTT_TOPIC};
 use shared::Shutdown;
 use tokio::sync::RwLock;
 
 use crate::devices::{hms_dto, topology, DeviceRow};
+use crate::map_element::{Element, ElementResource, ElementRow, ELEMENT_SELECT};
 use crate::ws::Audience;
 use crate::AppState;
 
@@ -71,7 +75,8 @@ pub async fn run(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
     tasks.spawn(keep_directory(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(telemetry(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(device_events(s.clone(), dir.clone(), shutdown.clone()));
-    tasks.spawn(progress_events(s, dir, shutdown));
+    tasks.spawn(progress_events(s.clone(), dir, shutdown.clone()));
+    tasks.spawn(map_events(s, shutdown));
     while let Some(r) = tasks.join_next().await {
         r??;
     }
@@ -188,6 +193,74 @@ fn osd_push(domain: i32, sn: &str, payload: &[u8]) -> Option<(&'static str, Audi
         _ => ("device_osd", Audience::All, collect_payloads(data)),
     };
     Some((biz, audience, shared::error::strip_nulls(json!({"sn": sn, "host": host})).to_string()))
+}
+
+async fn map_events(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut sub = s.nats.subscribe(s.names.es_filter(Some(map_element::AGGREGATE_TYPE), None)).await?;
+    loop {
+        let m = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("map element subscription ended") },
+        };
+        let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
+        let Ok(event) = serde_json::from_value::<MapElementEvent>(e.payload.clone()) else { continue };
+        let Some(ws) = e.metadata.get("workspace_id").and_then(Value::as_str).map(str::to_owned) else { continue };
+        let s = s.clone();
+        tokio::spawn(async move {
+            if let Err(err) = push_map_event(&s, &ws, &e, event).await {
+                tracing::warn!(element = e.aggregate_id, error = %err, "map element event not pushed");
+            }
+        });
+    }
+}
+
+/// `map_element_create` and `map_element_update` carry the element as the list shows it, with its
+/// group; `map_element_delete` its group and id.
+async fn push_map_event(s: &AppState, ws: &str, e: &StoredEvent, event: MapElementEvent) -> anyhow::Result<()> {
+    let id = e.aggregate_id.clone();
+    match event {
+        MapElementEvent::MapElementCreated(new) => {
+            let at = e.recorded_at.timestamp_millis();
+            let element = Element {
+                id,
+                name: new.name,
+                create_time: at,
+                update_time: at,
+                resource: ElementResource {
+                    element_type: new.element_type,
+                    user_name: new.user_name,
+                    content: new.content,
+                },
+            };
+            let mut data = serde_json::to_value(element)?;
+            data["group_id"] = json!(new.group_id);
+            s.hub.publish(ws, Audience::All, "map_element_create", data);
+        }
+        MapElementEvent::MapElementUpdated { .. } => {
+            // the rest of the element (its group, type, author) is the projection's: wait for the
+            // row this very event wrote
+            for _ in 0..40 {
+                let row: Option<ElementRow> =
+                    sqlx::query_as(&format!("{ELEMENT_SELECT} WHERE element_id = $1 AND update_time >= $2"))
+                        .bind(&id)
+                        .bind(e.recorded_at)
+                        .fetch_optional(&s.pool)
+                        .await?;
+                if let Some(r) = row {
+                    let group_id = r.group_id.clone();
+                    let mut data = serde_json::to_value(Element::from(r))?;
+                    data["group_id"] = json!(group_id);
+                    s.hub.publish(ws, Audience::All, "map_element_update", data);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        MapElementEvent::MapElementDeleted { group_id } => {
+            s.hub.publish(ws, Audience::All, "map_element_delete", json!({"group_id": group_id, "id": id}));
+        }
+    }
+    Ok(())
 }
 
 async fn device_row(s: &AppState, sn: &str) -> sqlx::Result<Option<DeviceRow>> {

@@ -137,6 +137,15 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// A WebSocket session (`/api/v1/ws`) with this token, open once this returns.
+    pub async fn websocket(&self, token: &str) -> WsStream {
+        let url = format!("ws://{}/api/v1/ws?x-auth-token={token}", self.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket");
+        // registered with the hub before anything is published for the test to see
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        ws
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         self.request(Method::GET, path, Some(token), None).await
     }
@@ -325,3 +334,5 @@ pub async fn hold_relay(database_url: &str) -> sqlx::PgConnection {
     sqlx::query("SELECT pg_advisory_lock($1)").bind(projectors::relay::RELAY_LOCK).execute(&mut c).await.unwrap();
     c
 }
+
+pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

@@ -11,6 +11,7 @@ mod event_store;
 mod export;
 mod helpers;
 mod history;
+mod map;
 mod media;
 mod observability;
 mod openapi;

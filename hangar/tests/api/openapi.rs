@@ -21,7 +21,6 @@ const NOT_YET: &[(&str, Option<&str>)] = &[
     ("DeviceFirmwareController", None),
     ("DeviceDataController", None),
     ("FlightAreaController", None),
-    ("WorkspaceElementController", None),
     ("WeatherController", None),
     ("DeviceController", Some("提供离线固件升级任务。")),
 ];

@@ -91,6 +91,7 @@ async fn snapshot(app: &TestApp) -> String {
         ("rm_users", "user_id"),
         ("rm_media_files", "file_id"),
         ("rm_media_groups", "file_group_id"),
+        ("rm_map_elements", "element_id"),
     ] {
         let t: Option<String> = sqlx::query_scalar(&format!("SELECT json_agg(t ORDER BY {key})::text FROM {table} t"))
             .fetch_one(&app.pool)
@@ -121,8 +122,14 @@ async fn rebuilding_every_projection_reproduces_identical_read_models() {
         app.post(&format!("/media/api/v1/workspaces/{WS}/group-upload-callback"), &token, body).await;
     }
     app.put(&format!("/manage/api/v1/users/{WS}/users/{PILOT_ID}"), &token, json!({"mqtt_password": "new"})).await;
+    let element = json!({"id": "6a1b4c5e-0000-4e2a-9b7c-0d1e2f3a4b5c", "name": "Pad", "resource": {"type": 0,
+        "content": {"type": "Feature", "properties": {"color": "#2D8CF0", "clampToGround": true},
+                    "geometry": {"type": "Point", "coordinates": [113.94, 22.57, 12.5]}}}});
+    let url = format!("/map/api/v1/workspaces/{WS}/element-groups/e3dea0f5-37f2-4d79-ae58-490af3228011/elements");
+    assert_eq!(app.post(&url, &token, element).await.1["code"], 0);
     app.wait_for("projected", || async {
-        app.count("rm_media_files").await == 5
+        app.count("rm_map_elements").await == 1
+            && app.count("rm_media_files").await == 5
             && app.count("event_outbox").await == 0
             && app.login("pilot", "pilot123", 2).await["data"]["mqtt_password"] == "new"
     })

@@ -5,6 +5,7 @@ pub mod device;
 pub mod device_command;
 pub mod device_progress;
 pub mod file_group;
+pub mod map_element;
 pub mod media;
 pub mod user;
 pub mod wayline_file;
