@@ -4,6 +4,7 @@
 //! their outbox rows commit together, and the projectors take it from there. Handlers answer in
 //! DJI's envelope as soon as the events are committed.
 //!
+//! - [`live`]: LiveStreamController writes (start, stop, quality and lens of a live stream).
 //! - [`login`]: LoginController (login, token refresh).
 //! - [`users`]: UserController writes (MQTT credentials).
 //! - [`map_element`]: WorkspaceElementController writes (map elements).
@@ -23,6 +24,7 @@ pub mod control;
 pub mod device_inbox;
 pub mod device_service;
 pub mod devices;
+pub mod live;
 pub mod login;
 pub mod map_element;
 pub mod media;
@@ -109,6 +111,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(wayline_file::router())
         .merge(wayline_job::router())
         .merge(map_element::router())
+        .merge(live::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     // login and token refresh check their credentials themselves

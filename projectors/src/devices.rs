@@ -57,6 +57,12 @@ impl crate::Projection for Devices {
                     .bind(firmware_version)
                     .bind(at)
             }
+            DeviceEvent::LiveCapacityChanged { capacity } => {
+                sqlx::query("UPDATE rm_devices SET live_capacity = $2, update_time = $3 WHERE device_sn = $1")
+                    .bind(sn)
+                    .bind(capacity)
+                    .bind(at)
+            }
             DeviceEvent::DeviceBound { workspace_id, user_id, nickname, model } => {
                 let model = model.unwrap_or(device::Model { domain: -1, kind: -1, sub_type: -1 });
                 sqlx::query(

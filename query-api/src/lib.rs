@@ -8,6 +8,7 @@
 //! - [`history`]: an aggregate, or a workspace's device list, as it was at a past time (from events).
 //! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
 //! - [`wayline_job`]: WaylineJobController reads (the job list) and the pushes of jobs.
+//! - [`live`]: LiveStreamController reads (which cameras can stream).
 //! - [`map_element`]: WorkspaceElementController reads (element groups and their map elements).
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
@@ -15,6 +16,7 @@
 pub mod devices;
 pub mod files;
 pub mod history;
+pub mod live;
 pub mod map_element;
 pub mod push;
 pub mod users;
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(wayline_file::router())
         .merge(wayline_job::router())
         .merge(map_element::router())
+        .merge(live::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = OpenApiRouter::new()

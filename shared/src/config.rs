@@ -154,6 +154,37 @@ pub struct Config {
     #[arg(long, env = "HANGAR_DEVICE_REPLY_TIMEOUT_MS", default_value_t = 10_000)]
     pub device_reply_timeout_ms: u64,
 
+    /// Live streams over RTMP (`url_type` 1): the media server's push base URL, to which the device
+    /// appends `<aircraft sn>-<camera index>` (default `rtmp://127.0.0.1/live/`). The web client is
+    /// given the same URL with `rtmp` replaced by `webrtc` to play it.
+    #[arg(long, env = "HANGAR_LIVE_RTMP_URL", default_value = "rtmp://127.0.0.1/live/")]
+    pub live_rtmp_url: String,
+
+    /// Live streams over WHIP (`url_type` 4): the media server's WHIP base URL, the device appending
+    /// `<aircraft sn>-<camera index>`; players get it with `whip` replaced by `whep`. Empty (the
+    /// default): WHIP is refused with 13013.
+    #[arg(long, env = "HANGAR_LIVE_WHIP_URL", default_value = "")]
+    pub live_whip_url: String,
+
+    /// Live streams over RTSP (`url_type` 2), served by the device itself: the user name, password
+    /// and port it is told to serve with (defaults `user`, `password`, 8554, as DJI's demo).
+    #[arg(long, env = "HANGAR_LIVE_RTSP_USERNAME", default_value = "user")]
+    pub live_rtsp_username: String,
+    #[arg(long, env = "HANGAR_LIVE_RTSP_PASSWORD", default_value = "password")]
+    pub live_rtsp_password: String,
+    #[arg(long, env = "HANGAR_LIVE_RTSP_PORT", default_value_t = 8554)]
+    pub live_rtsp_port: u16,
+
+    /// Live streams over Agora (`url_type` 0): `channel=…&token=…&uid=…` of the Agora project (the
+    /// device's `sn` is added). Empty (the default): Agora is refused with 13013.
+    #[arg(long, env = "HANGAR_LIVE_AGORA", default_value = "")]
+    pub live_agora: String,
+
+    /// Live streams over GB28181 (`url_type` 3): `serverIP=…&serverPort=…&serverID=…&agentID=…&
+    /// agentPassword=…&localPort=…&channel=…`. Empty (the default): GB28181 is refused with 13013.
+    #[arg(long, env = "HANGAR_LIVE_GB28181", default_value = "")]
+    pub live_gb28181: String,
+
     /// How late a timed job may still start, in milliseconds (default 30,000, as DJI's backend):
     /// a job whose time passed by more than this (everything was down) is failed with code 408,
     /// never flown late.

@@ -1,6 +1,7 @@
-//! State messages (`thing/product/{sn}/state`, from TELEMETRY): firmware version changes, and who
-//! controls the aircraft and its payloads (`control_source`, `payloads`), which the Dock controller
-//! reads before grabbing authority and the web client gets as `control_source_change`.
+//! State messages (`thing/product/{sn}/state`, from TELEMETRY): firmware version changes, the
+//! live-stream capacity (`live_capacity`), and who controls the aircraft and its payloads
+//! (`control_source`, `payloads`), which the Dock controller reads before grabbing authority and
+//! the web client gets as `control_source_change`.
 
 use serde_json::Value;
 use shared::domain::device::DeviceCommand;
@@ -13,6 +14,10 @@ use crate::AppState;
 pub async fn state(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()> {
     if let Some(v) = env.data.get("firmware_version").and_then(Value::as_str) {
         exec(s, sn, DeviceCommand::ReportFirmware { firmware_version: v.to_string() }).await?;
+    }
+    // `live_capacity` (docks, remote controllers): what the live-stream endpoints offer
+    if let Some(capacity) = env.data.get("live_capacity").filter(|c| c.is_object()) {
+        exec(s, sn, DeviceCommand::ReportLiveCapacity { capacity: capacity.clone() }).await?;
     }
     let control = ControlState::parse(&env.data);
     if !control.is_empty() {

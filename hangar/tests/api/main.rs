@@ -11,6 +11,7 @@ mod event_store;
 mod export;
 mod helpers;
 mod history;
+mod live;
 mod map;
 mod media;
 mod observability;

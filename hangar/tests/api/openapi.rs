@@ -13,11 +13,16 @@ use crate::helpers::{TestApp, WS};
 const DJI_INDEX: &str = include_str!("dji_endpoints.txt");
 
 /// Index entries Hangar does not serve yet, by controller (every entry of it) or `(controller,
-/// summary)`. An entry here that the document has fails the test too, so the list only shrinks.
+/// summary)`. An entry here whose every listing in the index the document has fails the test too,
+/// so the list only shrinks.
 const NOT_YET: &[(&str, Option<&str>)] = &[
     ("DRC(直接遥控)控制器类。", None),
     ("DeviceLogsController", None),
-    ("LiveStreamController", None),
+    // fork-only entries of DJI's index whose paths nobody knows (reference §14.6); the index lists
+    // the capacity twice, the second one fork-only
+    ("LiveStreamController", Some("获取当前直播流容量信息。")),
+    ("LiveStreamController", Some("查询全部能进行直播的设备")),
+    ("LiveStreamController", Some("根据设备sn查询设备直播信息")),
     ("DeviceFirmwareController", None),
     ("DeviceDataController", None),
     ("FlightAreaController", None),
@@ -104,23 +109,29 @@ async fn every_documented_route_is_served() {
 #[tokio::test]
 async fn every_endpoint_of_djis_index_is_documented() {
     let app = TestApp::spawn().await;
-    let mut documented = operations_by_summary(&document(&app).await);
+    let all = operations_by_summary(&document(&app).await);
+    let mut documented = all.clone();
+    let index = dji_index();
     let mut missing = Vec::new();
-    for (controller, summary, method) in dji_index() {
-        let not_yet = NOT_YET.iter().any(|(c, s)| *c == controller && s.is_none_or(|s| s == summary));
-        let tag = tag_of(&controller);
+    for (controller, summary, method) in &index {
+        let not_yet = NOT_YET.iter().any(|(c, s)| c == controller && s.is_none_or(|s| s == summary));
+        let tag = tag_of(controller);
         // take one match, so that an endpoint the index lists twice needs two routes
         let found = documented
             .iter()
-            .position(|(t, s, m)| t == tag && *s == summary && method.as_ref().is_none_or(|want| want == m))
+            .position(|(t, s, m)| t == tag && s == summary && method.as_ref().is_none_or(|want| want == m))
             .map(|i| documented.swap_remove(i));
-        match (found, not_yet) {
-            (Some(_), true) => panic!("{controller} / {summary} is served now: take it out of NOT_YET"),
-            (None, false) => missing.push(format!("{controller} / {summary} ({method:?})")),
-            _ => {}
+        if found.is_none() && !not_yet {
+            missing.push(format!("{controller} / {summary} ({method:?})"));
         }
     }
     assert!(missing.is_empty(), "not in /openapi.json:\n{}", missing.join("\n"));
+    // an entry of NOT_YET whose every listing in the index is served now must go
+    for (c, s) in NOT_YET {
+        let listed = index.iter().filter(|(ic, is, _)| ic == c && s.is_none_or(|s| s == is)).count();
+        let served = all.iter().filter(|(t, os, _)| t == tag_of(c) && s.is_none_or(|s| s == os)).count();
+        assert!(served < listed, "{c} / {s:?} is served now: take it out of NOT_YET");
+    }
     app.stop().await;
 }
 

@@ -300,6 +300,8 @@ impl FlightStatus {
 pub struct SimStats {
     /// `update_topo` on `sys/product/<dock>/status`.
     pub topo: u64,
+    /// `state` messages a dock sends when it connects (its `live_capacity`).
+    pub states: u64,
     /// OSD messages (dock and aircraft).
     pub osd: u64,
     /// HMS events.
@@ -328,13 +330,14 @@ pub struct SimStats {
 impl SimStats {
     /// Everything published.
     pub fn sent(&self) -> u64 {
-        self.topo + self.osd + self.hms + self.replies + self.events + self.requests
+        self.topo + self.states + self.osd + self.hms + self.replies + self.events + self.requests
     }
 }
 
 #[derive(Default)]
 struct Counters {
     topo: AtomicU64,
+    states: AtomicU64,
     osd: AtomicU64,
     hms: AtomicU64,
     commands: AtomicU64,
@@ -353,6 +356,7 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SimStats {
             topo: get(&self.topo),
+            states: get(&self.states),
             osd: get(&self.osd),
             hms: get(&self.hms),
             commands: get(&self.commands),
@@ -374,6 +378,7 @@ impl Counters {
     fn of(&self, kind: Kind) -> &AtomicU64 {
         match kind {
             Kind::Topo => &self.topo,
+            Kind::State => &self.states,
             Kind::Osd => &self.osd,
             Kind::Hms => &self.hms,
             Kind::Reply => &self.replies,
@@ -726,6 +731,7 @@ async fn connection_loop(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Topo,
+    State,
     Osd,
     Hms,
     Reply,
@@ -960,6 +966,8 @@ impl Driver {
         if std::mem::take(&mut d.announce) {
             let topic = format!("sys/product/{}/status", d.ids.dock_sn);
             out.publish(Kind::Topo, topic, QoS::AtLeastOnce, d.update_topo().to_string().into_bytes()).await;
+            let state = protocol::thing_topic(&d.ids.dock_sn, "state");
+            out.publish(Kind::State, state, QoS::AtLeastOnce, d.live_capacity().to_string().into_bytes()).await;
             // A real dock checks its binding once it has told the cloud who it is.
             if let Some(b) = self.bindings.get_mut(i) {
                 out.send(b.start(&d.ids, Instant::now())).await;

@@ -97,6 +97,27 @@ impl DockState {
         self.battery.round() as i64
     }
 
+    /// The dock's `live_capacity` state: one stream of the aircraft's camera (`80-0-0`, the M3D's,
+    /// switchable between its lenses) and one of the dock's own camera (`165-0-7`).
+    pub(super) fn live_capacity(&self) -> Value {
+        let camera = |index: &str, switchable: &[&str]| {
+            json!({"camera_index": index, "available_video_number": 1, "coexist_video_number_max": 1,
+                "video_list": [{"video_index": "normal-0", "video_type": "normal", "switchable_video_types": switchable}]})
+        };
+        json!({
+            "tid": tid(), "bid": tid(), "timestamp": now_ms(), "gateway": self.ids.dock_sn,
+            "data": {"live_capacity": {
+                "available_video_number": 2, "coexist_video_number_max": 1,
+                "device_list": [
+                    {"sn": self.ids.drone_sn, "available_video_number": 1, "coexist_video_number_max": 1,
+                     "camera_list": [camera("80-0-0", &["normal", "wide", "zoom", "ir"])]},
+                    {"sn": self.ids.dock_sn, "available_video_number": 1, "coexist_video_number_max": 1,
+                     "camera_list": [camera("165-0-7", &["normal"])]},
+                ],
+            }},
+        })
+    }
+
     pub(super) fn update_topo(&self) -> Value {
         json!({
             "tid": tid(), "bid": tid(), "timestamp": now_ms(), "method": "update_topo",

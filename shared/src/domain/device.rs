@@ -71,6 +71,10 @@ pub enum DeviceCommand {
     ReportFirmware {
         firmware_version: String,
     },
+    /// A gateway's `live_capacity` state: which cameras of it and of its aircraft can stream.
+    ReportLiveCapacity {
+        capacity: serde_json::Value,
+    },
     /// `by_user`: a person binds it (HTTP): the device must be online and not bound to another
     /// workspace. Otherwise the device binds itself (`airport_organization_bind`) or follows its
     /// dock.
@@ -116,6 +120,10 @@ pub enum DeviceEvent {
     FirmwareVersionChanged {
         firmware_version: String,
     },
+    /// The gateway's live-stream capacity (`live_capacity` state), as it reported it.
+    LiveCapacityChanged {
+        capacity: serde_json::Value,
+    },
     DeviceBound {
         workspace_id: String,
         user_id: String,
@@ -143,7 +151,7 @@ pub enum DeviceEvent {
 }
 crate::domain_event!(DeviceEvent, "1.0", {
     DeviceOnline, TopologyChanged, DeviceOffline, FirmwareVersionChanged, DeviceBound, DeviceUnbound,
-    DeviceUpdated, HmsRaised, HmsRead, FlightControlChanged, PayloadControlChanged
+    DeviceUpdated, HmsRaised, HmsRead, FlightControlChanged, PayloadControlChanged, LiveCapacityChanged
 });
 
 #[derive(Debug, thiserror::Error)]
@@ -187,9 +195,15 @@ pub struct Device {
     flight_control: Option<String>,
     #[serde(default)]
     payload_control: Vec<PayloadControl>,
+    #[serde(default)]
+    live_capacity: Option<serde_json::Value>,
 }
 
 impl Device {
+    /// The gateway it is connected through (its dock or remote controller), while it said.
+    pub fn parent_sn(&self) -> Option<&str> {
+        self.parent_sn.as_deref()
+    }
     pub fn is_known(&self) -> bool {
         self.known
     }
@@ -286,6 +300,11 @@ impl Aggregate for Device {
                     sink.write(DeviceEvent::FirmwareVersionChanged { firmware_version }, self).await;
                 }
             }
+            DeviceCommand::ReportLiveCapacity { capacity } => {
+                if self.live_capacity.as_ref() != Some(&capacity) {
+                    sink.write(DeviceEvent::LiveCapacityChanged { capacity }, self).await;
+                }
+            }
             DeviceCommand::Bind { workspace_id, user_id, nickname, model, by_user } => {
                 if !self.known && model.is_none() {
                     return Err(DeviceError::NotFound);
@@ -347,6 +366,7 @@ impl Aggregate for Device {
             DeviceEvent::TopologyChanged { sub_devices } => self.sub_devices = sub_devices,
             DeviceEvent::DeviceOffline { .. } => self.online = false,
             DeviceEvent::FirmwareVersionChanged { firmware_version } => self.firmware_version = firmware_version,
+            DeviceEvent::LiveCapacityChanged { capacity } => self.live_capacity = Some(capacity),
             DeviceEvent::DeviceBound { workspace_id, nickname, model, .. } => {
                 self.known = true;
                 self.workspace_id = Some(workspace_id);

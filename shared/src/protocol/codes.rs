@@ -27,6 +27,14 @@ pub const NO_REPLY: i64 = 211001;
 pub const DEVICE_OFFLINE: i64 = 212015;
 /// Object storage could not hand out credentials.
 pub const SYSTEM_ERROR: i64 = 600500;
+/// Live streaming: the aircraft (or dock) of a `video_id` is not known to the workspace.
+pub const LIVE_NO_AIRCRAFT: i64 = 13001;
+/// Live streaming: the device has no gateway online to ask.
+pub const LIVE_NO_GATEWAY: i64 = 13007;
+/// Live streaming: this way of streaming (`url_type`) is not available.
+pub const LIVE_URL_TYPE_UNSUPPORTED: i64 = 13013;
+/// Live streaming: a parameter (`video_id`, `video_quality`, …) is missing or wrong.
+pub const LIVE_BAD_PARAMETER: i64 = 13014;
 
 /// `property/set_reply` results (reference §10).
 pub const PROPERTY_SET_FAILED: i64 = 1;
