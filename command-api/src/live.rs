@@ -102,13 +102,17 @@ async fn ask(s: &AppState, claims: &Claims, video: &VideoId, method: &str, data:
 #[derive(Debug, Deserialize)]
 pub struct StartBody {
     url_type: Option<i64>,
+    /// The stream's URL as the client built it (DJI's web client does, from its own settings):
+    /// used as it is when given.
+    url: Option<String>,
     video_id: Option<String>,
     video_quality: Option<i64>,
 }
 
-/// `POST /manage/api/v1/live/streams/start`: `live_start_push` with the stream's URL (from the
-/// configured media server for RTMP, WHIP, Agora and GB28181; the device serves RTSP itself).
-/// Answers `{url}`, where the web client plays it.
+/// `POST /manage/api/v1/live/streams/start`: `live_start_push` with the stream's URL: the one the
+/// client sent, or else one built from this server's settings (the media server for RTMP, WHIP,
+/// Agora and GB28181; the credentials the device serves RTSP with). Answers `{url}`, where the web
+/// client plays it.
 #[utoipa::path(
     post,
     path = "/manage/api/v1/live/streams/start",
@@ -128,15 +132,22 @@ pub async fn start(
         ApiError::code(codes::LIVE_URL_TYPE_UNSUPPORTED, format!("{what} is not configured on this server."))
     };
     let c = &s.config;
-    let url = match url_type {
-        0 if !c.live_agora.is_empty() => format!("{}&sn={}", c.live_agora, video.sn),
-        0 => return Err(unsupported("Agora (HANGAR_LIVE_AGORA)")),
-        1 => format!("{}{stream}", c.live_rtmp_url),
-        2 => format!("userName={}&password={}&port={}", c.live_rtsp_username, c.live_rtsp_password, c.live_rtsp_port),
-        3 if !c.live_gb28181.is_empty() => c.live_gb28181.clone(),
-        3 => return Err(unsupported("GB28181 (HANGAR_LIVE_GB28181)")),
-        4 if !c.live_whip_url.is_empty() => format!("{}{stream}", c.live_whip_url),
-        4 => return Err(unsupported("WHIP (HANGAR_LIVE_WHIP_URL)")),
+    let given = body.url.filter(|u| !u.trim().is_empty());
+    let url = match (url_type, given) {
+        (0..=4, Some(url)) => url,
+        (url_type, None) => match url_type {
+            0 if !c.live_agora.is_empty() => format!("{}&sn={}", c.live_agora, video.sn),
+            0 => return Err(unsupported("Agora (HANGAR_LIVE_AGORA)")),
+            1 => format!("{}{stream}", c.live_rtmp_url),
+            2 => {
+                format!("userName={}&password={}&port={}", c.live_rtsp_username, c.live_rtsp_password, c.live_rtsp_port)
+            }
+            3 if !c.live_gb28181.is_empty() => c.live_gb28181.clone(),
+            3 => return Err(unsupported("GB28181 (HANGAR_LIVE_GB28181)")),
+            4 if !c.live_whip_url.is_empty() => format!("{}{stream}", c.live_whip_url),
+            4 => return Err(unsupported("WHIP (HANGAR_LIVE_WHIP_URL)")),
+            _ => return Err(bad("url_type must be 0 (Agora), 1 (RTMP), 2 (RTSP), 3 (GB28181) or 4 (WHIP).")),
+        },
         _ => return Err(bad("url_type must be 0 (Agora), 1 (RTMP), 2 (RTSP), 3 (GB28181) or 4 (WHIP).")),
     };
     let data = json!({"url_type": url_type, "url": url, "video_id": video.text(), "video_quality": quality});

@@ -69,6 +69,14 @@ async fn cameras_are_listed_and_streams_started_stopped_and_switched_on_the_dock
     assert_eq!(sent.data["url"], "userName=user&password=password&port=8554");
     assert_eq!(sent.data["video_quality"], 0, "auto when not given");
 
+    // GB28181 with the parameters DJI's web client sends (none configured here)
+    let gb = "serverIP=10.0.0.9&serverPort=5060&serverID=34020000002000000001&agentID=34020000001320000001&agentPassword=p&localPort=5060&channel=34020000001320000001";
+    let (_, r) = app
+        .post("/manage/api/v1/live/streams/start", &token, json!({"url_type": 3, "url": gb, "video_id": video_id}))
+        .await;
+    assert_eq!(r["data"]["url"], "webrtc://10.0.0.9/live/34020000001320000001@34020000001320000001", "{r}");
+    assert_eq!(f.received().into_iter().rfind(|c| c.method == "live_start_push").unwrap().data["url"], gb);
+
     let ok = json!({"code": 0, "message": "success", "data": ""});
     let (_, r) =
         app.post("/manage/api/v1/live/streams/update", &token, json!({"video_id": video_id, "video_quality": 1})).await;
