@@ -57,6 +57,15 @@ impl crate::Projection for Devices {
                     .bind(firmware_version)
                     .bind(at)
             }
+            DeviceEvent::FlightAreaSyncReported { status, reason, file } => sqlx::query(
+                "UPDATE rm_devices SET flight_area_status = $2, flight_area_code = $3, flight_area_file = $4, \
+                   update_time = $5 WHERE device_sn = $1",
+            )
+            .bind(sn)
+            .bind(status)
+            .bind(reason)
+            .bind(file)
+            .bind(at),
             DeviceEvent::LiveCapacityChanged { capacity } => {
                 sqlx::query("UPDATE rm_devices SET live_capacity = $2, update_time = $3 WHERE device_sn = $1")
                     .bind(sn)

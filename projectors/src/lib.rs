@@ -5,11 +5,12 @@
 //! - [`runner`]: the projection framework. Durable pull consumers per projection (one per aggregate
 //!   type it reads); the read-model write and a per-aggregate checkpoint commit in one transaction;
 //!   acks only after commit; rebuild from the start of the stream; lag as a metric.
-//! - [`devices`], [`map_elements`], [`media`], [`users`], [`wayline_files`], [`wayline_jobs`],
+//! - [`devices`], [`flight_areas`], [`map_elements`], [`media`], [`users`], [`wayline_files`], [`wayline_jobs`],
 //!   [`workspaces`]: the read models the query
 //!   API serves.
 
 pub mod devices;
+pub mod flight_areas;
 pub mod map_elements;
 pub mod media;
 pub mod relay;
@@ -38,6 +39,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(wayline_files::WaylineFiles),
         Arc::new(wayline_jobs::WaylineJobs),
         Arc::new(map_elements::MapElements),
+        Arc::new(flight_areas::FlightAreas),
     ]
 }
 

@@ -8,6 +8,7 @@
 //! - [`history`]: an aggregate, or a workspace's device list, as it was at a past time (from events).
 //! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
 //! - [`wayline_job`]: WaylineJobController reads (the job list) and the pushes of jobs.
+//! - [`flight_area`]: FlightAreaController and DeviceDataController reads (areas, docks' sync state).
 //! - [`live`]: LiveStreamController reads (which cameras can stream).
 //! - [`map_element`]: WorkspaceElementController reads (element groups and their map elements).
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
@@ -15,6 +16,7 @@
 
 pub mod devices;
 pub mod files;
+pub mod flight_area;
 pub mod history;
 pub mod live;
 pub mod map_element;
@@ -70,6 +72,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(wayline_job::router())
         .merge(map_element::router())
         .merge(live::router())
+        .merge(flight_area::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = OpenApiRouter::new()

@@ -1,6 +1,8 @@
 //! What the WebSocket pushes, and from where:
 //! - telemetry, live from the TELEMETRY subjects: `dock_osd` (docks), `device_osd` (aircraft),
 //!   `gateway_osd` (remote controllers), each to the workspace the device is bound to;
+//! - custom flight areas added, changed and deleted (`flight_areas_update`), from `flight_area`
+//!   events, and how far a dock got with them (`flight_areas_sync_progress`, a `device` event);
 //! - map elements drawn, changed and deleted (`map_element_create`, `map_element_update`,
 //!   `map_element_delete`), from `map_element` events;
 //! - device facts, live from the ES subjects of `device` events: `device_online` (and on binding),
@@ -22,6 +24,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use shared::domain::device::DeviceEvent;
 use shared::domain::device_progress::{self, DeviceProgressEvent, Report};
+use shared::domain::flight_area::{self, FlightAreaEvent};
 use shared::domain::map_element::{self, MapElementEvent};
 use shared::es::StoredEvent;
 use shared::protocol::{Topic, TopicKind, H_MQTT_TOPIC};
@@ -29,6 +32,7 @@ use shared::Shutdown;
 use tokio::sync::RwLock;
 
 use crate::devices::{hms_dto, topology, DeviceRow};
+use crate::flight_area::{Area, AreaRow, AREA_SELECT};
 use crate::map_element::{Element, ElementResource, ElementRow, ELEMENT_SELECT};
 use crate::ws::Audience;
 use crate::AppState;
@@ -76,7 +80,8 @@ pub async fn run(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
     tasks.spawn(telemetry(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(device_events(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(progress_events(s.clone(), dir, shutdown.clone()));
-    tasks.spawn(map_events(s, shutdown));
+    tasks.spawn(map_events(s.clone(), shutdown.clone()));
+    tasks.spawn(flight_area_events(s, shutdown));
     while let Some(r) = tasks.join_next().await {
         r??;
     }
@@ -263,6 +268,69 @@ async fn push_map_event(s: &AppState, ws: &str, e: &StoredEvent, event: MapEleme
     Ok(())
 }
 
+async fn flight_area_events(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut sub = s.nats.subscribe(s.names.es_filter(Some(flight_area::AGGREGATE_TYPE), None)).await?;
+    loop {
+        let m = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("flight area subscription ended") },
+        };
+        let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
+        let Ok(event) = serde_json::from_value::<FlightAreaEvent>(e.payload.clone()) else { continue };
+        let Some(ws) = e.metadata.get("workspace_id").and_then(Value::as_str).map(str::to_owned) else { continue };
+        let s = s.clone();
+        tokio::spawn(async move {
+            if let Err(err) = push_flight_area_event(&s, &ws, &e, event).await {
+                tracing::warn!(area = e.aggregate_id, error = %err, "flight area event not pushed");
+            }
+        });
+    }
+}
+
+/// `flight_areas_update`: the area as the list shows it with its `operation` (`add`, `update`),
+/// or only the operation and `area_id` for `delete`.
+async fn push_flight_area_event(s: &AppState, ws: &str, e: &StoredEvent, event: FlightAreaEvent) -> anyhow::Result<()> {
+    let id = e.aggregate_id.clone();
+    let (operation, area) = match event {
+        FlightAreaEvent::FlightAreaCreated(a) => {
+            let at = e.recorded_at.timestamp_millis();
+            let area = Area {
+                area_id: id,
+                name: a.name,
+                area_type: a.area_type,
+                content: a.content,
+                status: true,
+                username: a.username,
+                create_time: at,
+                update_time: at,
+            };
+            ("add", serde_json::to_value(area)?)
+        }
+        FlightAreaEvent::FlightAreaUpdated { .. } => {
+            // the whole area is the projection's: wait for the row this very event wrote
+            let mut row = None;
+            for _ in 0..40 {
+                row = sqlx::query_as::<_, AreaRow>(&format!("{AREA_SELECT} WHERE area_id = $1 AND update_time >= $2"))
+                    .bind(&id)
+                    .bind(e.recorded_at)
+                    .fetch_optional(&s.pool)
+                    .await?;
+                if row.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let Some(r) = row else { return Ok(()) };
+            ("update", serde_json::to_value(Area::from(r))?)
+        }
+        FlightAreaEvent::FlightAreaDeleted => ("delete", json!({"area_id": id})),
+    };
+    let mut data = area;
+    data["operation"] = json!(operation);
+    s.hub.publish(ws, Audience::All, "flight_areas_update", data);
+    Ok(())
+}
+
 async fn device_row(s: &AppState, sn: &str) -> sqlx::Result<Option<DeviceRow>> {
     sqlx::query_as(&format!("{} WHERE d.device_sn = $1", crate::devices::DEVICE_SELECT))
         .bind(sn)
@@ -364,6 +432,13 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
             if let Some(ws) = rows.first().map(|r| r.workspace_id().to_string()).filter(|w| !w.is_empty()) {
                 let host: Vec<Value> = rows.iter().map(hms_dto).collect();
                 s.hub.publish(&ws, Audience::Web, "device_hms", json!({"sn": sn, "host": host}));
+            }
+        }
+        DeviceEvent::FlightAreaSyncReported { status, reason, .. } => {
+            if let Some((ws, _)) = dir.get(sn).await {
+                let message = crate::flight_area::sync_message(&status, reason);
+                let data = json!({"sn": sn, "result": reason, "status": status, "message": message});
+                s.hub.publish(&ws, Audience::All, "flight_areas_sync_progress", data);
             }
         }
         _ => {}

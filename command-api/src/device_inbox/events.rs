@@ -1,6 +1,7 @@
 //! Events (`thing/product/{sn}/events`): HMS alerts, the progress of operations a command started
 //! (remote debugging, fly-to, takeoff, return home), what docks say about their wayline jobs
-//! ([`crate::wayline_job::from_dock`]), and whatever else a device reports. Every event
+//! ([`crate::wayline_job::from_dock`]), how far a dock got with the flight areas, and whatever
+//! else a device reports. Every event
 //! with `need_reply` is answered (in `mod.rs`), handled or not.
 
 use serde_json::Value;
@@ -22,6 +23,12 @@ pub async fn handle(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()
         "flighttask_ready" => return from_dock::ready(s, sn, env).await,
         "file_upload_callback" => return from_dock::media_uploaded(s, sn, env).await,
         "highest_priority_upload_flighttask_media" => return from_dock::prioritized(s, sn, env).await,
+        "flight_areas_sync_progress" => {
+            let status = env.data.get("status").and_then(Value::as_str).unwrap_or("unknown").to_string();
+            let reason = env.data.get("reason").and_then(as_i64).unwrap_or(0);
+            let file = env.data.get("file").cloned().unwrap_or(Value::Null);
+            return exec(s, sn, DeviceCommand::ReportFlightAreaSync { status, reason, file }).await;
+        }
         _ => {}
     }
     if REMOTE_DEBUG_PROGRESS.contains(&method) || FLIGHT_NOTIFICATIONS.contains(&method) {

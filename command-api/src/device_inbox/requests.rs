@@ -101,6 +101,7 @@ pub async fn answer(s: &AppState, gw: &str, env: &Envelope) -> anyhow::Result<Va
         }
         "storage_config_get" => crate::storage::for_device(s, gw).await?,
         "flighttask_resource_get" => crate::wayline_job::from_dock::resource(s, gw, env).await?,
+        "flight_areas_get" => crate::flight_area::package(s, gw).await?,
         other => {
             tracing::warn!(gateway = gw, method = other, "request method not served; answered as unsupported");
             json!({"result": codes::UNSUPPORTED, "output": {}})

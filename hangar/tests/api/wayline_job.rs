@@ -16,7 +16,7 @@ use crate::wayline_file::{import, mission};
 
 /// Hangar with its bridge, on a port of its own that its links name (the simulated docks download
 /// wayline files from the links they are given).
-fn bridge_config() -> shared::Config {
+pub(crate) fn bridge_config() -> shared::Config {
     let mut c = test_config();
     c.mqtt_client_id = format!("{}-bridge", c.nats_prefix);
     c.mqtt_share_group = c.nats_prefix.clone();

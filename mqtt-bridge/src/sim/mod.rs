@@ -812,7 +812,18 @@ impl Message {
 /// What background work of a dock (a download) found, back to its driver.
 #[derive(Debug)]
 enum News {
-    FileChecked { dock: usize, flight_id: String, generation: u64, outcome: Result<(), String> },
+    FileChecked {
+        dock: usize,
+        flight_id: String,
+        generation: u64,
+        outcome: Result<(), String>,
+    },
+    /// The workspace's flight areas downloaded and checked against their sha256: the file's
+    /// `{name, checksum}`, or why not.
+    FlightAreasChecked {
+        dock: usize,
+        outcome: Result<Value, String>,
+    },
 }
 
 /// A request of a dock's flight that waits for its `requests_reply`.
@@ -830,6 +841,8 @@ enum Asked {
     Resource,
     /// `storage_config_get`, to upload this many photos.
     Storage { photos: u32 },
+    /// `flight_areas_get`, after the cloud's `flight_areas_update`.
+    FlightAreas,
 }
 
 impl Asked {
@@ -837,6 +850,7 @@ impl Asked {
         match self {
             Asked::Resource => "flighttask_resource_get",
             Asked::Storage { .. } => "storage_config_get",
+            Asked::FlightAreas => "flight_areas_get",
         }
     }
 }
@@ -934,7 +948,7 @@ impl Driver {
                 }
                 Some((topic, payload)) = inbox.recv() => self.on_message(&topic, &payload).await,
                 Some(_) = self.pending.join_next(), if !self.pending.is_empty() => {}
-                Some(n) = news.recv() => self.on_news(n),
+                Some(n) = news.recv() => self.on_news(n).await,
                 _ = flight_check.tick(), if online && self.task_work => self.poll_tasks().await,
                 _ = binding_check.tick(), if online && !self.bindings.is_empty() => self.check_bindings().await,
                 _ = ticker.tick(), if online => {
@@ -1023,7 +1037,16 @@ impl Driver {
             effect.apply(&mut self.docks[i]);
         }
         let start_at = Instant::now() + plan.reply_delay;
+        let replied = !plan.messages.is_empty();
         self.send(plan.messages).await;
+        // A dock told that the flight areas changed fetches them (if it accepted).
+        let accepted = replied && {
+            let answers = self.shared.answers();
+            answers.for_service(&command.method).result == 0
+        };
+        if command_topic == CommandTopic::Services && command.method == "flight_areas_update" && accepted {
+            self.ask(i, String::new(), Asked::FlightAreas).await;
+        }
         if let Some(task) = plan.task {
             self.on_task(i, task, start_at).await;
         }
@@ -1089,8 +1112,15 @@ impl Driver {
         });
     }
 
-    fn on_news(&mut self, news: News) {
+    async fn on_news(&mut self, news: News) {
         match news {
+            News::FlightAreasChecked { dock, outcome } => match outcome {
+                Ok(file) => self.flight_areas_progress(dock, "synchronized", 0, file).await,
+                Err(e) => {
+                    tracing::info!(error = %e, dock, "simulated dock rejects its flight areas");
+                    self.flight_areas_progress(dock, "fail", FLIGHT_AREAS_UNAVAILABLE, Value::Null).await;
+                }
+            },
             News::FileChecked { dock, flight_id, generation, outcome } => {
                 let Some(d) = self.docks.get_mut(dock) else { return };
                 if !d.tasks.file_checked(&flight_id, generation, &outcome) {
@@ -1113,6 +1143,7 @@ impl Driver {
         let data = match asked {
             Asked::Resource => json!({"flight_id": flight_id}),
             Asked::Storage { .. } => json!({"module": 0}),
+            Asked::FlightAreas => json!({}),
         };
         let (tid, m) = Message::request(&self.docks[dock].ids.dock_sn, asked.method(), data);
         let until = Instant::now() + self.config.request_timeout;
@@ -1153,7 +1184,33 @@ impl Driver {
                     media::fail(&self.out.counters, &self.shared, &ids, &flight_id, photos);
                 }
             },
+            Asked::FlightAreas => {
+                let file = answer.and_then(|output| {
+                    output.pointer("/files/0").cloned().ok_or_else(|| "flight_areas_get listed no file".to_string())
+                });
+                match file {
+                    Ok(file) => {
+                        self.flight_areas_progress(dock, "synchronizing", 0, Value::Null).await;
+                        let (http, news) = (self.http.clone(), self.news.clone());
+                        self.pending.spawn(async move {
+                            let outcome = fetch_flight_areas(&http, &file).await;
+                            let _ = news.send(News::FlightAreasChecked { dock, outcome });
+                        });
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, dock = %ids.dock_sn, "simulated dock cannot fetch its flight areas");
+                        self.flight_areas_progress(dock, "fail", FLIGHT_AREAS_UNAVAILABLE, Value::Null).await;
+                    }
+                }
+            }
         }
+    }
+
+    /// `flight_areas_sync_progress` of a dock.
+    async fn flight_areas_progress(&mut self, dock: usize, status: &str, reason: i64, file: Value) {
+        let sn = self.docks[dock].ids.dock_sn.clone();
+        let data = json!({"status": status, "reason": reason, "file": file});
+        self.out.send(Message::event(Duration::ZERO, &sn, &tid(), "flight_areas_sync_progress", data)).await;
     }
 
     /// Sends what flight tasks have due: ready events, progress, requests that timed out.
@@ -1278,6 +1335,29 @@ fn now_ms() -> i64 {
 
 fn tid() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// `reason` of a `flight_areas_sync_progress` that failed because the file could not be had or
+/// did not match its checksum.
+const FLIGHT_AREAS_UNAVAILABLE: i64 = 1;
+
+/// Downloads the flight-area file a `flight_areas_get` named and checks its sha256 and GeoJSON.
+async fn fetch_flight_areas(http: &reqwest::Client, file: &Value) -> Result<Value, String> {
+    use sha2::Digest as _;
+    let text = |k: &str| file.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (url, checksum, name) = (text("url"), text("checksum"), text("name"));
+    let bytes = async { http.get(&url).send().await?.error_for_status()?.bytes().await }
+        .await
+        .map_err(|e| format!("downloading {name}: {e}"))?;
+    let got = hex::encode(sha2::Sha256::digest(&bytes));
+    if !got.eq_ignore_ascii_case(&checksum) {
+        return Err(format!("{name}: sha256 {got}, the cloud said {checksum}"));
+    }
+    let geojson: Value = serde_json::from_slice(&bytes).map_err(|e| format!("{name} is not JSON: {e}"))?;
+    if geojson["type"] != "FeatureCollection" {
+        return Err(format!("{name} is not a GeoJSON FeatureCollection"));
+    }
+    Ok(json!({"name": name, "checksum": checksum}))
 }
 
 #[cfg(test)]

@@ -75,6 +75,12 @@ pub enum DeviceCommand {
     ReportLiveCapacity {
         capacity: serde_json::Value,
     },
+    /// A dock's `flight_areas_sync_progress`: how far it got with the workspace's flight areas.
+    ReportFlightAreaSync {
+        status: String,
+        reason: i64,
+        file: serde_json::Value,
+    },
     /// `by_user`: a person binds it (HTTP): the device must be online and not bound to another
     /// workspace. Otherwise the device binds itself (`airport_organization_bind`) or follows its
     /// dock.
@@ -124,6 +130,13 @@ pub enum DeviceEvent {
     LiveCapacityChanged {
         capacity: serde_json::Value,
     },
+    /// The dock's synchronisation of the workspace's flight areas (`status`: `wait_sync`,
+    /// `switch_fail`, `synchronizing`, `synchronized`, `fail`; `reason` 0 when all is well).
+    FlightAreaSyncReported {
+        status: String,
+        reason: i64,
+        file: serde_json::Value,
+    },
     DeviceBound {
         workspace_id: String,
         user_id: String,
@@ -151,7 +164,8 @@ pub enum DeviceEvent {
 }
 crate::domain_event!(DeviceEvent, "1.0", {
     DeviceOnline, TopologyChanged, DeviceOffline, FirmwareVersionChanged, DeviceBound, DeviceUnbound,
-    DeviceUpdated, HmsRaised, HmsRead, FlightControlChanged, PayloadControlChanged, LiveCapacityChanged
+    DeviceUpdated, HmsRaised, HmsRead, FlightControlChanged, PayloadControlChanged, LiveCapacityChanged,
+    FlightAreaSyncReported
 });
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +211,8 @@ pub struct Device {
     payload_control: Vec<PayloadControl>,
     #[serde(default)]
     live_capacity: Option<serde_json::Value>,
+    #[serde(default)]
+    flight_area_sync: Option<(String, i64)>,
 }
 
 impl Device {
@@ -300,6 +316,11 @@ impl Aggregate for Device {
                     sink.write(DeviceEvent::FirmwareVersionChanged { firmware_version }, self).await;
                 }
             }
+            DeviceCommand::ReportFlightAreaSync { status, reason, file } => {
+                if self.flight_area_sync.as_ref() != Some(&(status.clone(), reason)) {
+                    sink.write(DeviceEvent::FlightAreaSyncReported { status, reason, file }, self).await;
+                }
+            }
             DeviceCommand::ReportLiveCapacity { capacity } => {
                 if self.live_capacity.as_ref() != Some(&capacity) {
                     sink.write(DeviceEvent::LiveCapacityChanged { capacity }, self).await;
@@ -367,6 +388,9 @@ impl Aggregate for Device {
             DeviceEvent::DeviceOffline { .. } => self.online = false,
             DeviceEvent::FirmwareVersionChanged { firmware_version } => self.firmware_version = firmware_version,
             DeviceEvent::LiveCapacityChanged { capacity } => self.live_capacity = Some(capacity),
+            DeviceEvent::FlightAreaSyncReported { status, reason, .. } => {
+                self.flight_area_sync = Some((status, reason))
+            }
             DeviceEvent::DeviceBound { workspace_id, nickname, model, .. } => {
                 self.known = true;
                 self.workspace_id = Some(workspace_id);
