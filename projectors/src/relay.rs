@@ -28,7 +28,8 @@ use shared::metrics;
 use shared::nats::Names;
 use shared::{Config, Shutdown};
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::FromRow as _;
+use sqlx::{Connection, PgConnection, PgPool};
 use tracing::Instrument as _;
 
 /// Advisory lock key of the relay leader ("hangar.relay").
@@ -153,20 +154,7 @@ async fn lead(
         }
         idle = POLL;
         let full = rows.len() as i64 == BATCH;
-        let events: Vec<StoredEvent> = rows
-            .iter()
-            .map(|r| StoredEvent {
-                aggregate_type: r.get(0),
-                aggregate_id: r.get(1),
-                sequence: r.get(2),
-                event_type: r.get(3),
-                event_version: r.get(4),
-                payload: r.get(5),
-                metadata: r.get(6),
-                global_position: r.get(7),
-                recorded_at: r.get(8),
-            })
-            .collect();
+        let events: Vec<StoredEvent> = rows.iter().map(StoredEvent::from_row).collect::<Result<_, _>>()?;
 
         // Rows old enough to have left the duplicate window are checked against the stream.
         let now = Utc::now();

@@ -549,7 +549,7 @@ async fn read_history(
 ) -> anyhow::Result<()> {
     let mut after = 0i64;
     loop {
-        let page: Vec<StoredEvent> = sqlx::query(
+        let page: Vec<StoredEvent> = sqlx::query_as(
             "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
                     global_position, recorded_at \
              FROM events WHERE global_position > $1 AND aggregate_type = ANY($2) \
@@ -560,20 +560,7 @@ async fn read_history(
         .bind(REBUILD_PAGE)
         .fetch_all(&mut *tx)
         .await
-        .context("reading the event store")?
-        .into_iter()
-        .map(|r| StoredEvent {
-            aggregate_type: r.get(0),
-            aggregate_id: r.get(1),
-            sequence: r.get(2),
-            event_type: r.get(3),
-            event_version: r.get(4),
-            payload: r.get(5),
-            metadata: r.get(6),
-            global_position: r.get(7),
-            recorded_at: r.get(8),
-        })
-        .collect();
+        .context("reading the event store")?;
         let Some(last) = page.last() else { break };
         after = last.global_position;
         let full = page.len() as i64 == REBUILD_PAGE;

@@ -80,8 +80,8 @@ pub async fn run(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
     tasks.spawn(telemetry(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(device_events(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(progress_events(s.clone(), dir, shutdown.clone()));
-    tasks.spawn(map_events(s.clone(), shutdown.clone()));
-    tasks.spawn(flight_area_events(s, shutdown));
+    tasks.spawn(workspace_events(s.clone(), shutdown.clone(), map_element::AGGREGATE_TYPE, push_map_event));
+    tasks.spawn(workspace_events(s, shutdown, flight_area::AGGREGATE_TYPE, push_flight_area_event));
     while let Some(r) = tasks.join_next().await {
         r??;
     }
@@ -200,20 +200,34 @@ fn osd_push(domain: i32, sn: &str, payload: &[u8]) -> Option<(&'static str, Audi
     Some((biz, audience, shared::error::strip_nulls(json!({"sn": sn, "host": host})).to_string()))
 }
 
-async fn map_events(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
-    let mut sub = s.nats.subscribe(s.names.es_filter(Some(map_element::AGGREGATE_TYPE), None)).await?;
+/// Pushes what the events of one aggregate type say to the workspace that recorded them (the
+/// commands' metadata): each event decoded as `E` and handed to `push` on a task of its own, since
+/// a push may wait for the projection.
+async fn workspace_events<E, F, Fut>(
+    s: AppState,
+    shutdown: Shutdown,
+    aggregate_type: &'static str,
+    push: F,
+) -> anyhow::Result<()>
+where
+    E: serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(AppState, String, StoredEvent, E) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let mut sub = s.nats.subscribe(s.names.es_filter(Some(aggregate_type), None)).await?;
     loop {
         let m = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("map element subscription ended") },
+            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("{aggregate_type} subscription ended") },
         };
         let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
-        let Ok(event) = serde_json::from_value::<MapElementEvent>(e.payload.clone()) else { continue };
+        let Ok(event) = serde_json::from_value::<E>(e.payload.clone()) else { continue };
         let Some(ws) = e.metadata.get("workspace_id").and_then(Value::as_str).map(str::to_owned) else { continue };
-        let s = s.clone();
+        let id = e.aggregate_id.clone();
+        let pushing = push(s.clone(), ws, e, event);
         tokio::spawn(async move {
-            if let Err(err) = push_map_event(&s, &ws, &e, event).await {
-                tracing::warn!(element = e.aggregate_id, error = %err, "map element event not pushed");
+            if let Err(err) = pushing.await {
+                tracing::warn!(aggregate_type, id, error = %err, "event not pushed");
             }
         });
     }
@@ -221,7 +235,7 @@ async fn map_events(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
 
 /// `map_element_create` and `map_element_update` carry the element as the list shows it, with its
 /// group; `map_element_delete` its group and id.
-async fn push_map_event(s: &AppState, ws: &str, e: &StoredEvent, event: MapElementEvent) -> anyhow::Result<()> {
+async fn push_map_event(s: AppState, ws: String, e: StoredEvent, event: MapElementEvent) -> anyhow::Result<()> {
     let id = e.aggregate_id.clone();
     match event {
         MapElementEvent::MapElementCreated(new) => {
@@ -239,7 +253,7 @@ async fn push_map_event(s: &AppState, ws: &str, e: &StoredEvent, event: MapEleme
             };
             let mut data = serde_json::to_value(element)?;
             data["group_id"] = json!(new.group_id);
-            s.hub.publish(ws, Audience::All, "map_element_create", data);
+            s.hub.publish(&ws, Audience::All, "map_element_create", data);
         }
         MapElementEvent::MapElementUpdated { .. } => {
             // the rest of the element (its group, type, author) is the projection's: wait for the
@@ -255,41 +269,22 @@ async fn push_map_event(s: &AppState, ws: &str, e: &StoredEvent, event: MapEleme
                     let group_id = r.group_id.clone();
                     let mut data = serde_json::to_value(Element::from(r))?;
                     data["group_id"] = json!(group_id);
-                    s.hub.publish(ws, Audience::All, "map_element_update", data);
+                    s.hub.publish(&ws, Audience::All, "map_element_update", data);
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         MapElementEvent::MapElementDeleted { group_id } => {
-            s.hub.publish(ws, Audience::All, "map_element_delete", json!({"group_id": group_id, "id": id}));
+            s.hub.publish(&ws, Audience::All, "map_element_delete", json!({"group_id": group_id, "id": id}));
         }
     }
     Ok(())
 }
 
-async fn flight_area_events(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
-    let mut sub = s.nats.subscribe(s.names.es_filter(Some(flight_area::AGGREGATE_TYPE), None)).await?;
-    loop {
-        let m = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            m = sub.next() => match m { Some(m) => m, None => anyhow::bail!("flight area subscription ended") },
-        };
-        let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
-        let Ok(event) = serde_json::from_value::<FlightAreaEvent>(e.payload.clone()) else { continue };
-        let Some(ws) = e.metadata.get("workspace_id").and_then(Value::as_str).map(str::to_owned) else { continue };
-        let s = s.clone();
-        tokio::spawn(async move {
-            if let Err(err) = push_flight_area_event(&s, &ws, &e, event).await {
-                tracing::warn!(area = e.aggregate_id, error = %err, "flight area event not pushed");
-            }
-        });
-    }
-}
-
 /// `flight_areas_update`: the area as the list shows it with its `operation` (`add`, `update`),
 /// or only the operation and `area_id` for `delete`.
-async fn push_flight_area_event(s: &AppState, ws: &str, e: &StoredEvent, event: FlightAreaEvent) -> anyhow::Result<()> {
+async fn push_flight_area_event(s: AppState, ws: String, e: StoredEvent, event: FlightAreaEvent) -> anyhow::Result<()> {
     let id = e.aggregate_id.clone();
     let (operation, area) = match event {
         FlightAreaEvent::FlightAreaCreated(a) => {
@@ -327,7 +322,7 @@ async fn push_flight_area_event(s: &AppState, ws: &str, e: &StoredEvent, event: 
     };
     let mut data = area;
     data["operation"] = json!(operation);
-    s.hub.publish(ws, Audience::All, "flight_areas_update", data);
+    s.hub.publish(&ws, Audience::All, "flight_areas_update", data);
     Ok(())
 }
 

@@ -3,9 +3,7 @@
 //! fetches the areas' GeoJSON file, checks it and reports its progress.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -22,19 +20,6 @@ fn polygon(id: &str) -> Value {
     json!({"id": id, "name": "Field", "type": "dfence", "content": {
         "properties": {"color": "#00FF00", "clampToGround": true},
         "geometry": {"type": "Polygon", "coordinates": [[[113.9, 22.5], [114.0, 22.5], [114.0, 22.6]]]}}})
-}
-
-/// The next WebSocket message with this `biz_code`.
-async fn next_push(ws: &mut WsStream, biz_code: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else { break };
-        let v: Value = serde_json::from_str(m.to_text().unwrap_or("null")).unwrap_or(Value::Null);
-        if v["biz_code"] == biz_code {
-            return v["data"].clone();
-        }
-    }
-    panic!("no {biz_code} on the WebSocket");
 }
 
 fn files_named(dir: &Path, prefix: &str, found: &mut Vec<PathBuf>) {

@@ -336,3 +336,18 @@ pub async fn hold_relay(database_url: &str) -> sqlx::PgConnection {
 }
 
 pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `data` of the next WebSocket message with this `biz_code` (within 10 s).
+pub async fn next_push(ws: &mut WsStream, biz_code: &str) -> Value {
+    use futures::StreamExt as _;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await;
+        let Ok(Some(Ok(m))) = next else { break };
+        let v: Value = serde_json::from_str(m.to_text().unwrap_or("null")).unwrap_or(Value::Null);
+        if v["biz_code"] == biz_code {
+            return v["data"].clone();
+        }
+    }
+    panic!("no {biz_code} on the WebSocket");
+}

@@ -1,9 +1,6 @@
 //! Map elements (WorkspaceElementController): drawn, listed, changed and deleted, with the
 //! WebSocket telling the workspace.
 
-use std::time::{Duration, Instant};
-
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -37,19 +34,6 @@ async fn groups(app: &TestApp, token: &str, query: &str) -> Value {
 
 fn elements(groups: &Value, group: &str) -> Vec<Value> {
     groups.as_array().unwrap().iter().find(|g| g["id"] == group).unwrap()["elements"].as_array().unwrap().clone()
-}
-
-/// The next WebSocket message with this `biz_code`.
-async fn next_push(ws: &mut WsStream, biz_code: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else { break };
-        let v: Value = serde_json::from_str(m.to_text().unwrap_or("null")).unwrap_or(Value::Null);
-        if v["biz_code"] == biz_code {
-            return v["data"].clone();
-        }
-    }
-    panic!("no {biz_code} on the WebSocket");
 }
 
 #[tokio::test]
