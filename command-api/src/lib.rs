@@ -4,6 +4,7 @@
 //! their outbox rows commit together, and the projectors take it from there. Handlers answer in
 //! DJI's envelope as soon as the events are committed.
 //!
+//! - [`firmware`]: DeviceFirmwareController writes (import a firmware package, enable or disable it).
 //! - [`flight_area`]: FlightAreaController writes, and the docks' fetching and syncing of the areas.
 //! - [`live`]: LiveStreamController writes (start, stop, quality and lens of a live stream).
 //! - [`login`]: LoginController (login, token refresh).
@@ -25,6 +26,7 @@ pub mod control;
 pub mod device_inbox;
 pub mod device_service;
 pub mod devices;
+pub mod firmware;
 pub mod flight_area;
 pub mod live;
 pub mod login;
@@ -43,6 +45,7 @@ use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::device_command::DeviceCommand;
 use shared::domain::device_progress::DeviceProgress;
+use shared::domain::firmware::Firmware;
 use shared::domain::flight_area::FlightArea;
 use shared::domain::map_element::MapElement;
 use shared::domain::wayline_file::WaylineFile;
@@ -72,6 +75,7 @@ pub struct AppState {
     pub wayline_jobs: Arc<Cqrs<WaylineJob>>,
     pub map_elements: Arc<Cqrs<MapElement>>,
     pub flight_areas: Arc<Cqrs<FlightArea>>,
+    pub firmwares: Arc<Cqrs<Firmware>>,
     /// This process's id, recorded with the commands it sends and the replies it reads.
     pub instance: String,
     pub js: async_nats::jetstream::Context,
@@ -93,6 +97,7 @@ impl AppState {
             wayline_jobs: cqrs(&appender),
             map_elements: cqrs(&appender),
             flight_areas: cqrs(&appender),
+            firmwares: cqrs(&appender),
             instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
@@ -118,6 +123,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(map_element::router())
         .merge(live::router())
         .merge(flight_area::router())
+        .merge(firmware::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     // login and token refresh check their credentials themselves

@@ -5,11 +5,12 @@
 //! - [`runner`]: the projection framework. Durable pull consumers per projection (one per aggregate
 //!   type it reads); the read-model write and a per-aggregate checkpoint commit in one transaction;
 //!   acks only after commit; rebuild from the start of the stream; lag as a metric.
-//! - [`devices`], [`flight_areas`], [`map_elements`], [`media`], [`users`], [`wayline_files`], [`wayline_jobs`],
-//!   [`workspaces`]: the read models the query
+//! - [`devices`], [`firmwares`], [`flight_areas`], [`map_elements`], [`media`], [`users`],
+//!   [`wayline_files`], [`wayline_jobs`], [`workspaces`]: the read models the query
 //!   API serves.
 
 pub mod devices;
+pub mod firmwares;
 pub mod flight_areas;
 pub mod map_elements;
 pub mod media;
@@ -40,6 +41,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(wayline_jobs::WaylineJobs),
         Arc::new(map_elements::MapElements),
         Arc::new(flight_areas::FlightAreas),
+        Arc::new(firmwares::Firmwares),
     ]
 }
 

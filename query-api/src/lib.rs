@@ -8,6 +8,7 @@
 //! - [`history`]: an aggregate, or a workspace's device list, as it was at a past time (from events).
 //! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
 //! - [`wayline_job`]: WaylineJobController reads (the job list) and the pushes of jobs.
+//! - [`firmware`]: DeviceFirmwareController reads (firmware packages, latest release per model).
 //! - [`flight_area`]: FlightAreaController and DeviceDataController reads (areas, docks' sync state).
 //! - [`live`]: LiveStreamController reads (which cameras can stream).
 //! - [`map_element`]: WorkspaceElementController reads (element groups and their map elements).
@@ -16,6 +17,7 @@
 
 pub mod devices;
 pub mod files;
+pub mod firmware;
 pub mod flight_area;
 pub mod history;
 pub mod live;
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(map_element::router())
         .merge(live::router())
         .merge(flight_area::router())
+        .merge(firmware::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = OpenApiRouter::new()

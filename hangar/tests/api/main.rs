@@ -9,6 +9,7 @@ mod devices;
 mod durability;
 mod event_store;
 mod export;
+mod firmware;
 mod flight_area;
 mod helpers;
 mod history;

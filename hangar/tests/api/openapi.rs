@@ -23,7 +23,6 @@ const NOT_YET: &[(&str, Option<&str>)] = &[
     ("LiveStreamController", Some("获取当前直播流容量信息。")),
     ("LiveStreamController", Some("查询全部能进行直播的设备")),
     ("LiveStreamController", Some("根据设备sn查询设备直播信息")),
-    ("DeviceFirmwareController", None),
     ("WeatherController", None),
     ("DeviceController", Some("提供离线固件升级任务。")),
 ];
