@@ -14,6 +14,7 @@ use shared::domain::firmware::{self, FirmwareCommand, NewFirmware};
 use shared::error::ok_empty;
 use shared::event_store::{execute, execute_new, metadata};
 use shared::http::DjiJson;
+use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload).layer(DefaultBodyLimit::max(MAX_FIRMWARE_BYTES + (1 << 20))))
         .routes(routes!(set_status))
+        .routes(routes!(ota))
 }
 
 fn format_error() -> ApiError {
@@ -197,4 +199,95 @@ pub async fn set_status(
         .await
         .map_err(command_error)?;
     Ok(ok_empty())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Upgrade {
+    device_name: String,
+    sn: String,
+    product_version: String,
+    firmware_upgrade_type: Option<i64>,
+}
+
+/// `POST /manage/api/v1/devices/{workspace_id}/devices/ota`: upgrades one or two devices (a dock
+/// and its aircraft) with an enabled package of the workspace. Each device must be online here;
+/// a dock must be idle and its emergency stop released (as its last OSD says). The gateway of each
+/// (the dock itself, or the aircraft's dock) gets one `ota_create`; the dock reports `ota_progress`,
+/// which the WebSocket carries.
+#[utoipa::path(
+    post,
+    path = "/manage/api/v1/devices/{workspace_id}/devices/ota",
+    tag = "DeviceController",
+    summary = "提供离线固件升级任务。",
+    params(("workspace_id" = String, Path)),
+)]
+pub async fn ota(
+    State(s): State<AppState>,
+    Auth(claims): Auth,
+    Path(workspace_id): Path<String>,
+    DjiJson(body): DjiJson<Vec<Upgrade>>,
+) -> ApiResult<Response> {
+    if body.is_empty() || body.len() > 2 {
+        return Err(ApiError::code(codes::INVALID_PARAMETER, "Upgrade one or two devices at a time."));
+    }
+    let mut by_gateway: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    for u in &body {
+        let device = crate::device_service::commandable(&s, &u.sn, &workspace_id).await?;
+        let upgrade_type = match u.firmware_upgrade_type {
+            None => 2,
+            Some(t @ (2 | 3)) => t,
+            Some(_) => return Err(ApiError::code(codes::INVALID_PARAMETER, "firmware_upgrade_type is 2 or 3.")),
+        };
+        let firmware: Option<(String, String, i64, String)> = sqlx::query_as(
+            "SELECT object_key, file_md5, file_size, file_name FROM rm_firmwares \
+             WHERE workspace_id = $1 AND status AND product_version = $2 AND $3 = ANY(device_names) \
+             ORDER BY create_time DESC LIMIT 1",
+        )
+        .bind(&workspace_id)
+        .bind(&u.product_version)
+        .bind(&u.device_name)
+        .fetch_optional(&s.pool)
+        .await?;
+        let Some((object_key, md5, size, file_name)) = firmware else {
+            return Err(ApiError::failed("This firmware version does not exist or is not available."));
+        };
+        let gateway = match device.parent_sn() {
+            Some(p) if !p.is_empty() => p.to_string(),
+            _ => u.sn.clone(),
+        };
+        if device.model().is_some_and(|m| m.domain == 3) {
+            dock_may_upgrade(&s, &u.sn).await?;
+        }
+        let file_url = s.storage.download_url(&object_key).await.map_err(ApiError::Internal)?;
+        let entry = serde_json::json!({"sn": u.sn, "product_version": u.product_version, "file_url": file_url,
+            "md5": md5, "file_size": size, "file_name": file_name, "firmware_upgrade_type": upgrade_type});
+        match by_gateway.iter_mut().find(|(g, _)| *g == gateway) {
+            Some((_, devices)) => devices.push(entry),
+            None => by_gateway.push((gateway, vec![entry])),
+        }
+    }
+    for (gateway, devices) in by_gateway {
+        let call =
+            crate::device_service::Call::service(&gateway, "ota_create", serde_json::json!({"devices": devices}));
+        crate::device_service::call(&s, &claims, call).await?;
+    }
+    Ok(ok_empty())
+}
+
+/// A dock upgrades only when idle (`mode_code` 0) with its emergency stop released, as far as its
+/// latest OSD tells (a dock's partial OSD messages may not say: then it is not held back).
+async fn dock_may_upgrade(s: &AppState, dock_sn: &str) -> ApiResult<()> {
+    let Ok(stream) = s.js.get_stream(s.names.telemetry_stream()).await else { return Ok(()) };
+    let Ok(m) = stream.get_last_raw_message_by_subject(&s.names.telemetry_subject(dock_sn, "osd")).await else {
+        return Ok(());
+    };
+    let osd: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+    let data = &osd["data"];
+    if data.get("emergency_stop_state").and_then(serde_json::Value::as_i64) == Some(1) {
+        return Err(ApiError::failed("The emergency stop button of the dock is pressed and can't be upgraded."));
+    }
+    if data.get("mode_code").and_then(serde_json::Value::as_i64).is_some_and(|m| m != 0) {
+        return Err(ApiError::failed("The current status of the dock can't be upgraded."));
+    }
+    Ok(())
 }

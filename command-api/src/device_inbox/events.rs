@@ -8,7 +8,7 @@ use serde_json::Value;
 use shared::domain::device::{DeviceCommand, HmsEntry};
 use shared::domain::device_progress::{self, DeviceProgressCommand, Report};
 use shared::event_store::{execute, metadata};
-use shared::protocol::services::{FLIGHT_NOTIFICATIONS, REMOTE_DEBUG_PROGRESS};
+use shared::protocol::services::{FLIGHT_NOTIFICATIONS, REMOTE_DEBUG_PROGRESS, UPGRADE_PROGRESS};
 use shared::protocol::{as_i64, truthy, Envelope};
 
 use super::exec;
@@ -31,7 +31,10 @@ pub async fn handle(s: &AppState, sn: &str, env: &Envelope) -> anyhow::Result<()
         }
         _ => {}
     }
-    if REMOTE_DEBUG_PROGRESS.contains(&method) || FLIGHT_NOTIFICATIONS.contains(&method) {
+    if REMOTE_DEBUG_PROGRESS.contains(&method)
+        || FLIGHT_NOTIFICATIONS.contains(&method)
+        || UPGRADE_PROGRESS.contains(&method)
+    {
         let gateway_sn = env.gateway_or(sn);
         let report = Report {
             sn: sn.to_string(),

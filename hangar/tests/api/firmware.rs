@@ -114,3 +114,78 @@ async fn packages_are_imported_once_listed_switched_and_the_latest_enabled_one_i
     assert_eq!(r["code"], -1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_enabled_package_upgrades_a_dock_which_reports_its_progress_and_new_version() {
+    let app = TestApp::spawn_with(crate::wayline_job::bridge_config(), hangar::Components::ALL).await;
+    let token = app.admin_token().await;
+    let p = crate::devices::prefix();
+    let f = crate::devices::fleet(&p, 1, None).await;
+    let dock = f.docks()[0].dock_sn.clone();
+    crate::devices::bind(&app, &token, &dock).await;
+    let zip = package("wm245_dock2_v10.01.1612_20240612.cfg.sig", "d");
+    assert_eq!(upload(&app, &token, "dock2.zip", zip.clone(), &["DJI Dock2"], "true").await["code"], 0);
+    assert_eq!(
+        upload(
+            &app,
+            &token,
+            "dock2_off.zip",
+            package("wm245_dock2_v10.01.1700_20240701.cfg.sig", "e"),
+            &["DJI Dock2"],
+            "false"
+        )
+        .await["code"],
+        0
+    );
+    app.wait_for("imported", || async {
+        app.get(&format!("/manage/api/v1/workspaces/{WS}/firmwares?page=1&page_size=10"), &token).await.1["data"]
+            ["pagination"]["total"]
+            == 2
+    })
+    .await;
+    let mut ws = app.websocket(&token).await;
+    let url = format!("/manage/api/v1/devices/{WS}/devices/ota");
+    let upgrade = |version: &str| json!([{"device_name": "DJI Dock2", "sn": dock, "product_version": version, "firmware_upgrade_type": 2}]);
+
+    let (_, r) = app.post(&url, &token, upgrade("10.01.1612")).await;
+    assert_eq!(r, json!({"code": 0, "message": "success", "data": ""}));
+    let sent = f.received().into_iter().find(|c| c.method == "ota_create").expect("ota_create");
+    let d = &sent.data["devices"][0];
+    assert_eq!((d["sn"].as_str(), d["product_version"].as_str()), (Some(dock.as_str()), Some("10.01.1612")));
+    assert_eq!((d["file_size"].as_u64(), d["file_name"].as_str()), (Some(zip.len() as u64), Some("dock2.zip")));
+    assert_eq!(d["firmware_upgrade_type"], 2);
+    let md5: String = md5::Md5::digest(&zip).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(d["md5"], md5);
+    // the link the dock downloads the package from
+    let link = d["file_url"].as_str().unwrap().replace(&app.config.public_url, &app.base);
+    assert_eq!(app.http.get(link).send().await.unwrap().bytes().await.unwrap().as_ref(), zip.as_slice());
+
+    let mut last = next_push(&mut ws, "ota_progress").await;
+    while last["output"]["status"] != "ok" {
+        last = next_push(&mut ws, "ota_progress").await;
+    }
+    assert_eq!(
+        (last["sn"].as_str(), last["result"].as_i64(), last["bid"].as_str()),
+        (Some(dock.as_str()), Some(0), Some(sent.bid.as_str()))
+    );
+    app.wait_for("the dock's new version", || async {
+        app.get(&format!("/manage/api/v1/devices/{WS}/devices/{dock}"), &token).await.1["data"]["firmware_version"]
+            == "10.01.1612"
+    })
+    .await;
+
+    let before = f.received().len();
+    for (body, code, says) in [
+        (upgrade("10.01.1700"), -1, "does not exist or is not available"),
+        (upgrade("99.99.9999"), -1, "does not exist or is not available"),
+        (json!([]), 210002, "one or two"),
+        (json!([{"device_name": "DJI Dock2", "sn": "NO-SUCH-SN", "product_version": "10.01.1612"}]), 210001, ""),
+    ] {
+        let (_, r) = app.post(&url, &token, body).await;
+        assert_eq!(r["code"], code, "{r}");
+        assert!(r["message"].as_str().unwrap().contains(says), "{r}");
+    }
+    assert_eq!(f.received().len(), before, "nothing sent for refused upgrades");
+    f.stop().await;
+    app.stop().await;
+}

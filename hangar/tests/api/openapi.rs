@@ -24,7 +24,6 @@ const NOT_YET: &[(&str, Option<&str>)] = &[
     ("LiveStreamController", Some("查询全部能进行直播的设备")),
     ("LiveStreamController", Some("根据设备sn查询设备直播信息")),
     ("WeatherController", None),
-    ("DeviceController", Some("提供离线固件升级任务。")),
 ];
 
 /// The index names three controllers in Chinese; the document's tags are English.

@@ -248,6 +248,38 @@ pub(super) fn plan(
                 .collect()
         }
         "return_home" => vec![event(Duration::ZERO, "return_home_info", return_home_info(dock.lat, dock.lon))],
+        // download, upgrade, done; then each device says its new version in its state
+        "ota_create" => {
+            let progress = |status: &str, percent: i64, current_step: i64| {
+                json!({"result": 0, "output": {"status": status, "progress": {"percent": percent, "current_step": current_step},
+                    "ext": {"rate": 0}}})
+            };
+            let mut out = vec![
+                event(Duration::ZERO, "ota_progress", progress("in_progress", 40, 1)),
+                event(interval, "ota_progress", progress("in_progress", 80, 2)),
+                event(step(2, interval), "ota_progress", progress("ok", 100, 2)),
+            ];
+            for d in command.data.get("devices").and_then(Value::as_array).into_iter().flatten() {
+                let (Some(device), Some(version)) = (d.get("sn").and_then(Value::as_str), d.get("product_version"))
+                else {
+                    continue;
+                };
+                out.push(Message {
+                    after: step(2, interval),
+                    topic: thing_topic(device, "state"),
+                    kind: Kind::Event,
+                    body: Body::Up {
+                        tid: tid(),
+                        bid: command.bid.clone(),
+                        gateway: sn.clone(),
+                        method: None,
+                        need_reply: false,
+                        data: json!({"firmware_version": version}),
+                    },
+                });
+            }
+            out
+        }
         // A flight's progress carries the flight id as its bid (§13 note 4), not the command's.
         "flighttask_pause" | "flighttask_recovery" => {
             let status = if method == "flighttask_pause" { "paused" } else { "in_progress" };

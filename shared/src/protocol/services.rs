@@ -95,6 +95,9 @@ pub const REMOTE_DEBUG_PROGRESS: &[&str] = &[
     "esim_operator_switch",
 ];
 
+/// Firmware upgrade progress (`ota_create`), recorded and pushed under its own name.
+pub const UPGRADE_PROGRESS: &[&str] = &["ota_progress"];
+
 /// Flight-control notifications recorded and pushed under their own name.
 pub const FLIGHT_NOTIFICATIONS: &[&str] =
     &["fly_to_point_progress", "takeoff_to_point_progress", "return_home_info", "device_exit_homing_notify"];
