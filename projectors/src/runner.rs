@@ -421,8 +421,10 @@ const REBUILD_CHECKPOINTS: usize = 100_000;
 
 /// Rebuilds projections from the first event, itself: their tables are emptied and written again
 /// from the event store (the source of truth), with a new generation of checkpoints, in one pass
-/// over it shared by every projection given, within one transaction. Readers see the old rows until the new ones commit;
-/// nothing needs to be running, and a running projector neither helps nor gets in the way.
+/// over it shared by every projection given, within one transaction. Nobody ever reads a half-built
+/// read model: the tables are truncated in that transaction, so readers wait for the new rows (a
+/// rebuild of a long history makes reads of those tables wait that long). Nothing needs to be
+/// running, and a running projector neither helps nor gets in the way.
 ///
 /// How it meets the live path without losing or repeating an event:
 /// - the ES stream's last sequence `L` is read first, then the event store's snapshot is taken:
