@@ -210,9 +210,10 @@ pub(super) fn plan(
     plan.task = decision.and_then(|d| d.command);
     let method = command.method.as_str();
     let event = |after: Duration, method: &str, data: Value| Message::event(after, sn, &command.bid, method, data);
-    let state = |data: Value| Message {
-        after: Duration::ZERO,
-        topic: thing_topic(sn, "state"),
+    // a `state` message of the dock or of one of its devices
+    let state_of = |after: Duration, device: &str, data: Value| Message {
+        after,
+        topic: thing_topic(device, "state"),
         kind: Kind::Event,
         body: Body::Up {
             tid: tid(),
@@ -223,6 +224,7 @@ pub(super) fn plan(
             data,
         },
     };
+    let state = |data: Value| state_of(Duration::ZERO, sn, data);
     let follow: Vec<Message> = match method {
         m if DEBUG_PROGRESS.contains(&m) => vec![
             event(Duration::ZERO, m, debug_progress(m, "in_progress", 50, 1)),
@@ -264,19 +266,7 @@ pub(super) fn plan(
                 else {
                     continue;
                 };
-                out.push(Message {
-                    after: step(2, interval),
-                    topic: thing_topic(device, "state"),
-                    kind: Kind::Event,
-                    body: Body::Up {
-                        tid: tid(),
-                        bid: command.bid.clone(),
-                        gateway: sn.clone(),
-                        method: None,
-                        need_reply: false,
-                        data: json!({"firmware_version": version}),
-                    },
-                });
+                out.push(state_of(step(2, interval), device, json!({"firmware_version": version})));
             }
             out
         }
