@@ -12,7 +12,7 @@ use serde::Deserialize;
 use shared::auth::Auth;
 use shared::domain::firmware::{self, FirmwareCommand, NewFirmware};
 use shared::error::ok_empty;
-use shared::event_store::{execute, execute_new, metadata};
+use shared::event_store::{execute, execute_new, load, metadata};
 use shared::http::DjiJson;
 use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
@@ -136,6 +136,10 @@ pub async fn upload(
         .ok_or_else(format_error)?;
 
     let id = firmware::id(&workspace_id, &form.md5);
+    // a file imported already is refused before it is copied again (the import below still decides)
+    if load(&s.firmwares, &id).await.map_err(command_error)?.exists() {
+        return Err(ApiError::failed("The file already exists."));
+    }
     let object_key = format!("{}/firmwares/{id}.zip", s.storage.workspace_prefix(&workspace_id));
     store(&s, &object_key, &form.file.0).await.map_err(ApiError::Internal)?;
     let new = NewFirmware {

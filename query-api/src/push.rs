@@ -37,39 +37,60 @@ use crate::map_element::{Element, ElementResource, ElementRow, ELEMENT_SELECT};
 use crate::ws::Audience;
 use crate::AppState;
 
-/// Where each device's messages go: serial number → (workspace, domain).
+/// Where each device's messages go: serial number → (workspace, domain), each as of the time of
+/// the device's event it was learnt from. A refresh whose rows were read before a binding was
+/// projected must not undo what that binding's event already said: an entry is only replaced by
+/// news at least as recent.
 #[derive(Clone, Default)]
-struct Directory(Arc<RwLock<HashMap<String, (String, i32)>>>);
+struct Directory(Arc<RwLock<HashMap<String, Entry>>>);
+
+#[derive(Clone)]
+struct Entry {
+    workspace_id: String,
+    domain: i32,
+    at: DateTime<Utc>,
+}
 
 impl Directory {
     async fn refresh(&self, s: &AppState, since: Option<DateTime<Utc>>) -> sqlx::Result<()> {
-        let rows: Vec<(String, String, i32)> = sqlx::query_as(
-            "SELECT device_sn, workspace_id, domain FROM rm_devices WHERE $1::timestamptz IS NULL OR update_time >= $1",
+        let rows: Vec<(String, String, i32, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT device_sn, workspace_id, domain, update_time FROM rm_devices \
+             WHERE $1::timestamptz IS NULL OR update_time >= $1",
         )
         .bind(since)
         .fetch_all(&s.pool)
         .await?;
         let mut map = self.0.write().await;
-        for (sn, ws, domain) in rows {
-            map.insert(sn, (ws, domain));
+        for (sn, workspace_id, domain, at) in rows {
+            Self::learn(&mut map, sn, Entry { workspace_id, domain, at });
         }
         Ok(())
     }
 
-    /// What an event just said of a device, ahead of the next refresh.
-    async fn set(&self, sn: &str, workspace_id: &str, domain: i32) {
-        self.0.write().await.insert(sn.to_string(), (workspace_id.to_string(), domain));
-    }
-
-    /// A device unbound: its telemetry goes nowhere from now on.
-    async fn unbind(&self, sn: &str) {
-        if let Some((workspace_id, _)) = self.0.write().await.get_mut(sn) {
-            workspace_id.clear();
+    fn learn(map: &mut HashMap<String, Entry>, sn: String, news: Entry) {
+        match map.get(&sn) {
+            Some(known) if known.at > news.at => {}
+            _ => {
+                map.insert(sn, news);
+            }
         }
     }
 
+    /// What a device's event (recorded `at`) just said of it, ahead of the next refresh.
+    async fn set(&self, sn: &str, workspace_id: &str, domain: i32, at: DateTime<Utc>) {
+        let news = Entry { workspace_id: workspace_id.to_string(), domain, at };
+        Self::learn(&mut *self.0.write().await, sn.to_string(), news);
+    }
+
+    /// A device unbound (recorded `at`): its telemetry goes nowhere from now on.
+    async fn unbind(&self, sn: &str, at: DateTime<Utc>) {
+        let mut map = self.0.write().await;
+        let domain = map.get(sn).map_or(-1, |e| e.domain);
+        Self::learn(&mut map, sn.to_string(), Entry { workspace_id: String::new(), domain, at });
+    }
+
     async fn get(&self, sn: &str) -> Option<(String, i32)> {
-        self.0.read().await.get(sn).cloned().filter(|(ws, _)| !ws.is_empty())
+        self.0.read().await.get(sn).filter(|e| !e.workspace_id.is_empty()).map(|e| (e.workspace_id.clone(), e.domain))
     }
 }
 
@@ -344,16 +365,22 @@ async fn device_events(s: AppState, dir: Directory, shutdown: Shutdown) -> anyho
         let Ok(event) = serde_json::from_value::<DeviceEvent>(e.payload.clone()) else { continue };
         // pushes that wait for the projection run on their own, so that a thousand docks coming
         // online at once do not queue up behind each other (or overflow the subscription)
-        let (s, dir, sn) = (s.clone(), dir.clone(), e.aggregate_id.clone());
+        let (s, dir, sn, at) = (s.clone(), dir.clone(), e.aggregate_id.clone(), e.recorded_at);
         tokio::spawn(async move {
-            if let Err(err) = push_event(&s, &dir, &sn, event).await {
+            if let Err(err) = push_event(&s, &dir, &sn, at, event).await {
                 tracing::warn!(sn, error = %err, "device event not pushed");
             }
         });
     }
 }
 
-async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent) -> anyhow::Result<()> {
+async fn push_event(
+    s: &AppState,
+    dir: &Directory,
+    sn: &str,
+    at: DateTime<Utc>,
+    event: DeviceEvent,
+) -> anyhow::Result<()> {
     match event {
         DeviceEvent::DeviceOnline { parent_sn, .. } => {
             // the projection may not have written the row yet; give it a moment
@@ -385,7 +412,7 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
             if let Some(r) = &row {
                 // its telemetry goes to the new workspace from now on, however far behind the
                 // projection wrote the row
-                dir.set(sn, &workspace_id, r.domain).await;
+                dir.set(sn, &workspace_id, r.domain, at).await;
             }
             if let Some(r) = row.filter(|r| r.online) {
                 s.hub.publish(&workspace_id, Audience::All, "device_online", topology(&r));
@@ -397,7 +424,7 @@ async fn push_event(s: &AppState, dir: &Directory, sn: &str, event: DeviceEvent)
             }
         }
         DeviceEvent::DeviceUnbound { workspace_id } => {
-            dir.unbind(sn).await;
+            dir.unbind(sn, at).await;
             s.hub.publish(&workspace_id, Audience::All, "device_offline", json!({"sn": sn, "online_status": false}));
         }
         DeviceEvent::FlightControlChanged { control_source } => {
@@ -514,6 +541,21 @@ mod tests {
             parse(&data),
             json!({"sn": "UAV1", "host": {"height": 10, "payload": [{"zoom": 2, "payload_index": "39-0-7"}]}})
         );
+    }
+
+    #[test]
+    fn a_stale_refresh_never_undoes_a_newer_binding() {
+        let t = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+        let entry = |ws: &str, at| Entry { workspace_id: ws.into(), domain: 3, at };
+        let mut map = HashMap::new();
+        Directory::learn(&mut map, "D".into(), entry("", t(10)));
+        // the binding's event, then a refresh whose row was read before the binding was projected
+        Directory::learn(&mut map, "D".into(), entry("w", t(20)));
+        Directory::learn(&mut map, "D".into(), entry("", t(10)));
+        assert_eq!(map["D"].workspace_id, "w");
+        // a later unbinding does replace it
+        Directory::learn(&mut map, "D".into(), entry("", t(30)));
+        assert_eq!(map["D"].workspace_id, "");
     }
 
     #[test]

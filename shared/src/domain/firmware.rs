@@ -78,6 +78,13 @@ pub struct Firmware {
     firmware: Option<NewFirmware>,
 }
 
+impl Firmware {
+    /// Whether the file was imported already.
+    pub fn exists(&self) -> bool {
+        self.firmware.is_some()
+    }
+}
+
 impl Aggregate for Firmware {
     const TYPE: &'static str = AGGREGATE_TYPE;
     type Command = FirmwareCommand;

@@ -56,11 +56,7 @@ pub fn check_content(content: &Value) -> Result<&'static str, FlightAreaError> {
     let Some(geometry) = content.get("geometry").filter(|g| g.is_object()) else {
         return invalid("content.geometry is required.");
     };
-    let position = |p: &Value| -> bool {
-        let Some(a) = p.as_array() else { return false };
-        let n: Vec<f64> = a.iter().filter_map(Value::as_f64).collect();
-        (n.len() == 2 || n.len() == 3) && n.len() == a.len() && n[0].abs() <= 180.0 && n[1].abs() <= 90.0
-    };
+    let position = super::map_element::is_position;
     let coordinates = geometry.get("coordinates").unwrap_or(&Value::Null);
     match geometry.get("type").and_then(Value::as_str) {
         Some("Circle") => {

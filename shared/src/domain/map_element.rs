@@ -125,11 +125,7 @@ pub fn check_content(element_type: i32, content: &Value) -> Result<(), MapElemen
         return invalid(&format!("content.geometry.type must be {expected} for resource.type {element_type}."));
     }
     let coordinates = geometry.get("coordinates").unwrap_or(&Value::Null);
-    let position = |p: &Value| -> bool {
-        let Some(a) = p.as_array() else { return false };
-        let n: Vec<f64> = a.iter().filter_map(Value::as_f64).collect();
-        (n.len() == 2 || n.len() == 3) && n.len() == a.len() && n[0].abs() <= 180.0 && n[1].abs() <= 90.0
-    };
+    let position = is_position;
     let positions = |v: &Value, min: usize| v.as_array().is_some_and(|a| a.len() >= min && a.iter().all(position));
     let ok = match element_type {
         0 => position(coordinates),
@@ -141,6 +137,14 @@ pub fn check_content(element_type: i32, content: &Value) -> Result<(), MapElemen
     } else {
         invalid(&format!("content.geometry.coordinates are not a valid {expected}."))
     }
+}
+
+/// A GeoJSON position of the map: `[longitude, latitude]` or `[longitude, latitude, altitude]`,
+/// numbers, with the longitude within ±180° and the latitude within ±90°.
+pub fn is_position(p: &Value) -> bool {
+    let Some(a) = p.as_array() else { return false };
+    let n: Vec<f64> = a.iter().filter_map(Value::as_f64).collect();
+    (n.len() == 2 || n.len() == 3) && n.len() == a.len() && n[0].abs() <= 180.0 && n[1].abs() <= 90.0
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
