@@ -4,6 +4,8 @@
 //! their outbox rows commit together, and the projectors take it from there. Handlers answer in
 //! DJI's envelope as soon as the events are committed.
 //!
+//! - [`device_logs`]: DeviceLogsController (a dock's log files: listed live, uploaded, cancelled,
+//!   deleted from the history).
 //! - [`firmware`]: DeviceFirmwareController writes (import a firmware package, enable or disable it).
 //! - [`flight_area`]: FlightAreaController writes, and the docks' fetching and syncing of the areas.
 //! - [`live`]: LiveStreamController writes (start, stop, quality and lens of a live stream).
@@ -24,6 +26,7 @@
 
 pub mod control;
 pub mod device_inbox;
+pub mod device_logs;
 pub mod device_service;
 pub mod devices;
 pub mod firmware;
@@ -44,6 +47,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use cqrs_es::AggregateError;
 use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::device_command::DeviceCommand;
+use shared::domain::device_logs::DeviceLogs;
 use shared::domain::device_progress::DeviceProgress;
 use shared::domain::firmware::Firmware;
 use shared::domain::flight_area::FlightArea;
@@ -76,6 +80,7 @@ pub struct AppState {
     pub map_elements: Arc<Cqrs<MapElement>>,
     pub flight_areas: Arc<Cqrs<FlightArea>>,
     pub firmwares: Arc<Cqrs<Firmware>>,
+    pub device_logs: Arc<Cqrs<DeviceLogs>>,
     /// This process's id, recorded with the commands it sends and the replies it reads.
     pub instance: String,
     pub js: async_nats::jetstream::Context,
@@ -98,6 +103,7 @@ impl AppState {
             map_elements: cqrs(&appender),
             flight_areas: cqrs(&appender),
             firmwares: cqrs(&appender),
+            device_logs: cqrs(&appender),
             instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
@@ -124,6 +130,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(live::router())
         .merge(flight_area::router())
         .merge(firmware::router())
+        .merge(device_logs::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     // login and token refresh check their credentials themselves

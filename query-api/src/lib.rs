@@ -4,6 +4,7 @@
 //! - [`files`]: FileController (the workspace's media library, download links) and the signed links
 //!   of the local object store.
 //! - [`users`]: UserController reads (current user, a workspace's users) and WorkspaceController.
+//! - [`device_logs`]: DeviceLogsController reads (a dock's log uploads, download links of their files).
 //! - [`devices`]: DeviceController, TopologyController and DeviceHmsController reads.
 //! - [`history`]: an aggregate, or a workspace's device list, as it was at a past time (from events).
 //! - [`wayline_file`]: WaylineFileController reads (list, duplicate names, download links, JSON).
@@ -15,6 +16,7 @@
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
 
+pub mod device_logs;
 pub mod devices;
 pub mod files;
 pub mod firmware;
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(live::router())
         .merge(flight_area::router())
         .merge(firmware::router())
+        .merge(device_logs::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = OpenApiRouter::new()

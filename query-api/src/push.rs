@@ -3,6 +3,7 @@
 //!   `gateway_osd` (remote controllers), each to the workspace the device is bound to;
 //! - custom flight areas added, changed and deleted (`flight_areas_update`), from `flight_area`
 //!   events, and how far a dock got with them (`flight_areas_sync_progress`, a `device` event);
+//! - how far a dock got with a log upload (`fileupload_progress`), from `device_logs` events;
 //! - map elements drawn, changed and deleted (`map_element_create`, `map_element_update`,
 //!   `map_element_delete`), from `map_element` events;
 //! - device facts, live from the ES subjects of `device` events: `device_online` (and on binding),
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use shared::domain::device::DeviceEvent;
+use shared::domain::device_logs::{self, DeviceLogsEvent};
 use shared::domain::device_progress::{self, DeviceProgressEvent, Report};
 use shared::domain::flight_area::{self, FlightAreaEvent};
 use shared::domain::map_element::{self, MapElementEvent};
@@ -102,7 +104,8 @@ pub async fn run(s: AppState, shutdown: Shutdown) -> anyhow::Result<()> {
     tasks.spawn(device_events(s.clone(), dir.clone(), shutdown.clone()));
     tasks.spawn(progress_events(s.clone(), dir, shutdown.clone()));
     tasks.spawn(workspace_events(s.clone(), shutdown.clone(), map_element::AGGREGATE_TYPE, push_map_event));
-    tasks.spawn(workspace_events(s, shutdown, flight_area::AGGREGATE_TYPE, push_flight_area_event));
+    tasks.spawn(workspace_events(s.clone(), shutdown.clone(), flight_area::AGGREGATE_TYPE, push_flight_area_event));
+    tasks.spawn(workspace_events(s, shutdown, device_logs::AGGREGATE_TYPE, push_logs_event));
     while let Some(r) = tasks.join_next().await {
         r??;
     }
@@ -252,6 +255,30 @@ where
             }
         });
     }
+}
+
+/// `fileupload_progress`, as the web client's log list reads it: `{bid: logs_id, sn: dock, output:
+/// {logs_id, status, files: [{device_sn, device_model_domain, progress, result, upload_rate,
+/// status}]}}`, statuses in the dock's words.
+async fn push_logs_event(s: AppState, ws: String, e: StoredEvent, event: DeviceLogsEvent) -> anyhow::Result<()> {
+    let DeviceLogsEvent::LogsProgressReported { device_status, files, .. } = event else { return Ok(()) };
+    let sn = e.metadata.get("gateway_sn").and_then(Value::as_str).unwrap_or_default().to_string();
+    let files: Vec<Value> = files
+        .iter()
+        .map(|f| {
+            json!({"device_sn": f.device_sn, "device_model_domain": f.module, "progress": f.progress,
+                "result": f.result, "upload_rate": f.upload_rate, "status": f.status})
+        })
+        .collect();
+    let result = files.iter().filter_map(|f| f["result"].as_i64()).find(|r| *r != 0).unwrap_or(0);
+    let data = json!({
+        "bid": e.aggregate_id,
+        "sn": sn,
+        "result": result,
+        "output": {"logs_id": e.aggregate_id, "status": device_status, "files": files},
+    });
+    s.hub.publish(&ws, Audience::Web, "fileupload_progress", data);
+    Ok(())
 }
 
 /// `map_element_create` and `map_element_update` carry the element as the list shows it, with its

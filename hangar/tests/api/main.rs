@@ -5,6 +5,7 @@
 mod auth;
 mod bridge_replicas;
 mod commands;
+mod device_logs;
 mod devices;
 mod durability;
 mod event_store;

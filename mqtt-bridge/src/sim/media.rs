@@ -208,7 +208,7 @@ pub(super) fn fail(counters: &Counters, shared: &Shared, ids: &SimDock, flight_i
 
 /// An S3 client for the credentials of the answer: path-style requests to its endpoint, few
 /// retries (the dock gives up on a photo rather than holding the others).
-fn s3(s: &StorageConfig) -> object_store::Result<AmazonS3> {
+pub(super) fn s3(s: &StorageConfig) -> object_store::Result<AmazonS3> {
     let region = if s.region.is_empty() { "us-east-1" } else { &s.region };
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(&s.bucket)

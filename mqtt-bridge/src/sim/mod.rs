@@ -73,6 +73,7 @@ use crate::mqtt::{self, Backoff, BrokerUrl};
 
 mod binding;
 mod flighttask;
+mod logs;
 mod media;
 mod services;
 mod telemetry;
@@ -544,6 +545,7 @@ impl Fleet {
                 news: news_tx,
                 awaiting: HashMap::new(),
                 task_work: false,
+                log_uploads: HashMap::new(),
             };
             tasks.spawn(driver.run(inbox_rx, connected_rx, news_rx));
         }
@@ -899,6 +901,8 @@ struct Driver {
     awaiting: HashMap<String, Awaited>,
     /// Some dock has a flight, a conditional task or a request to look after.
     task_work: bool,
+    /// Log uploads under way, by dock index: what a cancel reports, and the task to stop.
+    log_uploads: HashMap<usize, (logs::LogUpload, tokio::task::AbortHandle)>,
 }
 
 impl Driver {
@@ -1047,8 +1051,43 @@ impl Driver {
         if command_topic == CommandTopic::Services && command.method == "flight_areas_update" && accepted {
             self.ask(i, String::new(), Asked::FlightAreas).await;
         }
+        if command_topic == CommandTopic::Services && accepted {
+            self.on_logs_command(i, &command).await;
+        }
         if let Some(task) = plan.task {
             self.on_task(i, task, start_at).await;
+        }
+    }
+
+    /// `fileupload_start` (upload the logs, reporting progress) and `fileupload_update` (cancel the
+    /// upload under way), once the dock accepted them.
+    async fn on_logs_command(&mut self, i: usize, command: &Envelope) {
+        self.log_uploads.retain(|_, (_, task)| !task.is_finished());
+        match command.method.as_str() {
+            "fileupload_start" => {
+                let sn = self.docks[i].ids.dock_sn.clone();
+                match logs::LogUpload::parse(&sn, &command.bid, &command.data) {
+                    Ok(job) => {
+                        if let Some((_, earlier)) = self.log_uploads.remove(&i) {
+                            earlier.abort();
+                        }
+                        let task = self.pending.spawn(logs::upload(
+                            job.clone(),
+                            self.out.clone(),
+                            self.config.progress_interval,
+                        ));
+                        self.log_uploads.insert(i, (job, task));
+                    }
+                    Err(e) => tracing::warn!(error = %e, dock = %sn, "simulated dock cannot upload its logs"),
+                }
+            }
+            "fileupload_update" if command.data.get("status").and_then(Value::as_str) == Some("cancel") => {
+                if let Some((job, task)) = self.log_uploads.remove(&i) {
+                    task.abort();
+                    self.out.send(logs::canceled(&job)).await;
+                }
+            }
+            _ => {}
         }
     }
 

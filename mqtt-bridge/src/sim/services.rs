@@ -182,7 +182,12 @@ pub(super) fn plan(
                 tid: command.tid.clone(),
                 bid: command.bid.clone(),
                 method: Some(command.method.clone()),
-                data: json!({"result": result, "output": answer.output(result)}),
+                // the log list comes as `files` directly under `data`, as docks answer it
+                data: if command.method == "fileupload_list" && result == 0 && answer.output.is_none() {
+                    super::logs::list_reply(&dock.ids, &command.data, chrono::Utc::now().timestamp_millis())
+                } else {
+                    json!({"result": result, "output": answer.output(result)})
+                },
             },
         },
         CommandTopic::PropertySet => {

@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod device_command;
+pub mod device_logs;
 pub mod device_progress;
 pub mod file_group;
 pub mod firmware;
