@@ -92,8 +92,19 @@ pub async fn live_list(
         Call::service(&sn, "fileupload_list", json!({ "module_list": module_list })),
     )
     .await?;
-    let files = output.get("files").cloned().filter(Value::is_array).unwrap_or_else(|| json!([]));
-    Ok(ok(json!({ "files": files })))
+    Ok(ok(json!({ "files": listed_files(&output) })))
+}
+
+/// The files of a `fileupload_list` answer, modules as text: the web client compares them with
+/// `"0"` and `"3"`, so a dock that sends numbers still shows its files.
+fn listed_files(output: &Value) -> Value {
+    let mut files = output.get("files").cloned().filter(Value::is_array).unwrap_or_else(|| json!([]));
+    for file in files.as_array_mut().into_iter().flatten() {
+        if let Some(m) = file.get_mut("module").filter(|m| m.is_number()) {
+            *m = Value::String(m.to_string());
+        }
+    }
+    files
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,4 +281,21 @@ pub async fn delete(
         .await
         .map_err(crate::command_error)?;
     Ok(ok_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_modules_read_as_text_and_odd_answers_as_no_files() {
+        let output = json!({"files": [{"module": 3, "device_sn": "D"}, {"module": "0"}]});
+        assert_eq!(listed_files(&output), json!([{"module": "3", "device_sn": "D"}, {"module": "0"}]));
+        assert_eq!(listed_files(&json!({"files": "none"})), json!([]));
+        assert_eq!(listed_files(&Value::Null), json!([]));
+        assert_eq!(module(&json!(0)).unwrap(), "0");
+        assert!(module(&json!("7")).is_err() && module(&json!(null)).is_err());
+        assert_eq!(happen_time(Some(&json!("1733000000000"))).unwrap(), Some(1733000000000));
+        assert!(happen_time(Some(&json!("yesterday"))).is_err());
+    }
 }
