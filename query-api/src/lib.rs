@@ -13,6 +13,7 @@
 //! - [`flight_area`]: FlightAreaController and DeviceDataController reads (areas, docks' sync state).
 //! - [`live`]: LiveStreamController reads (which cameras can stream).
 //! - [`map_element`]: WorkspaceElementController reads (element groups and their map elements).
+//! - [`weather`]: WeatherController (a provider's weather, else the nearest online dock's sensors).
 //! - [`push`]: what the WebSocket pushes (telemetry and device facts), and from where.
 //! - [`ws`]: the WebSocket `/api/v1/ws` and its per-workspace fan-out hub.
 
@@ -28,6 +29,7 @@ pub mod push;
 pub mod users;
 pub mod wayline_file;
 pub mod wayline_job;
+pub mod weather;
 pub mod ws;
 
 use std::sync::Arc;
@@ -79,6 +81,7 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(flight_area::router())
         .merge(firmware::router())
         .merge(device_logs::router())
+        .merge(weather::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     let public = OpenApiRouter::new()

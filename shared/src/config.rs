@@ -180,6 +180,20 @@ pub struct Config {
     #[arg(long, env = "HANGAR_LIVE_AGORA", default_value = "")]
     pub live_agora: String,
 
+    /// Weather (WeatherController) from a provider, asked before the docks' own sensors:
+    /// `open-meteo` (by latitude and longitude: Open-Meteo's forecast API, or one that answers
+    /// like it) or `amap` (AMap's weather service, by administrative region code; by position
+    /// through its reverse geocoding). Empty (the default): the docks' sensors only.
+    #[arg(long, env = "HANGAR_WEATHER_PROVIDER", default_value = "")]
+    pub weather_provider: String,
+    /// The provider's base URL; empty: its public one (`https://api.open-meteo.com`,
+    /// `https://restapi.amap.com`).
+    #[arg(long, env = "HANGAR_WEATHER_URL", default_value = "")]
+    pub weather_url: String,
+    /// The provider's key (AMap's web-service key).
+    #[arg(long, env = "HANGAR_WEATHER_KEY", default_value = "")]
+    pub weather_key: String,
+
     /// Live streams over GB28181 (`url_type` 3): `serverIP=…&serverPort=…&serverID=…&agentID=…&
     /// agentPassword=…&localPort=…&channel=…`. Empty (the default): GB28181 is refused with 13013.
     #[arg(long, env = "HANGAR_LIVE_GB28181", default_value = "")]

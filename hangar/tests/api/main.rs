@@ -26,3 +26,4 @@ mod s3;
 mod storage;
 mod wayline_file;
 mod wayline_job;
+mod weather;

@@ -22,7 +22,6 @@ const NOT_YET: &[(&str, Option<&str>)] = &[
     ("LiveStreamController", Some("获取当前直播流容量信息。")),
     ("LiveStreamController", Some("查询全部能进行直播的设备")),
     ("LiveStreamController", Some("根据设备sn查询设备直播信息")),
-    ("WeatherController", None),
 ];
 
 /// The index names three controllers in Chinese; the document's tags are English.
