@@ -58,6 +58,8 @@ fi
 # limits on a reload signal).
 MOSQUITTO_CONF=/etc/mosquitto/mosquitto.conf
 HANGAR_MOSQUITTO="$PWD/mqtt-bridge/mosquitto.conf"
+# DRC's WebSocket listener for DJI's web client, a drop-in of its own (it adds a listener).
+HANGAR_MOSQUITTO_DRC="$PWD/mqtt-bridge/mosquitto-drc.conf"
 
 mosquitto_pid() {
   local pid
@@ -65,11 +67,15 @@ mosquitto_pid() {
   [ -n "$pid" ] && echo "$pid"
 }
 
+# Port 8083 (DRC's WebSocket listener) is held by something other than Mosquitto.
+drc_port_taken() { port_open 8083 && ! ss -ltnpH 'sport = :8083' 2>/dev/null | grep -q '"mosquitto"'; }
+
 configure_mosquitto() {
-  local dir dropin
+  local dir dropin drc
   dir=$(awk '$1 == "include_dir" { print $2; exit }' "$MOSQUITTO_CONF" 2>/dev/null || true)
   dropin="${dir:-/etc/mosquitto/conf.d}/hangar.conf"
-  if [ -n "$dir" ] && cmp -s "$HANGAR_MOSQUITTO" "$dropin"; then
+  drc="$(dirname "$dropin")/hangar-drc.conf"
+  if [ -n "$dir" ] && cmp -s "$HANGAR_MOSQUITTO" "$dropin" && { cmp -s "$HANGAR_MOSQUITTO_DRC" "$drc" || drc_port_taken; }; then
     echo "$dropin"
     return 0
   fi
@@ -83,17 +89,26 @@ configure_mosquitto() {
     printf '\ninclude_dir %s\n' "$(dirname "$dropin")" >> "$MOSQUITTO_CONF"
   fi
   cp "$HANGAR_MOSQUITTO" "$dropin"
+  # a listener on a port someone else holds would keep the broker from starting at all
+  if cmp -s "$HANGAR_MOSQUITTO_DRC" "$drc" || ! drc_port_taken; then
+    cp "$HANGAR_MOSQUITTO_DRC" "$drc"
+  else
+    echo "services: port 8083 is taken; DRC's WebSocket listener is not installed (HANGAR_DRC_MQTT_URL)" >&2
+  fi
   echo "$dropin"
 }
 
+# The checksum of Hangar's drop-ins next to `$1` (hangar.conf), as the stamp records it.
+dropins_sum() { cat "$1" "$(dirname "$1")/hangar-drc.conf" 2>/dev/null | cksum; }
+
 # The broker on port 1883 that this script last saw carry the drop-in: "<pid> <drop-in checksum>".
 STAMP=/run/hangar-mosquitto.stamp
-stamp() { [ "$(id -u)" = 0 ] && echo "$1 $(cksum < "$2")" > "$STAMP" || true; }
+stamp() { [ "$(id -u)" = 0 ] && echo "$1 $(dropins_sum "$2")" > "$STAMP" || true; }
 
 if [ -f "$MOSQUITTO_CONF" ] && dropin=$(configure_mosquitto) && pid=$(mosquitto_pid); then
-  if [ "$(cat "$STAMP" 2>/dev/null)" != "$pid $(cksum < "$dropin")" ]; then
+  if [ "$(cat "$STAMP" 2>/dev/null)" != "$pid $(dropins_sum "$dropin")" ]; then
     started=$(date -d "$(ps -o lstart= -p "$pid")" +%s)
-    installed=$(stat -c %Y "$dropin" "$MOSQUITTO_CONF" | sort -n | tail -n 1)
+    installed=$( (stat -c %Y "$dropin" "$MOSQUITTO_CONF" "$(dirname "$dropin")"/hangar-*.conf 2>/dev/null || true) | sort -n | tail -n 1)
     if ! tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "-c $MOSQUITTO_CONF"; then
       echo "services: the Mosquitto on port 1883 was not started from $MOSQUITTO_CONF; Hangar's settings may be missing" >&2
     elif [ "$started" -le "$installed" ]; then

@@ -6,6 +6,8 @@
 //!
 //! - [`device_logs`]: DeviceLogsController (a dock's log files: listed live, uploaded, cancelled,
 //!   deleted from the history).
+//! - [`drc`]: DRC controller (credentials on the DRC broker, entering and leaving DRC mode, and
+//!   the broker's question whether a client may use a DRC topic).
 //! - [`firmware`]: DeviceFirmwareController writes (import a firmware package, enable or disable it).
 //! - [`flight_area`]: FlightAreaController writes, and the docks' fetching and syncing of the areas.
 //! - [`live`]: LiveStreamController writes (start, stop, quality and lens of a live stream).
@@ -29,6 +31,7 @@ pub mod device_inbox;
 pub mod device_logs;
 pub mod device_service;
 pub mod devices;
+pub mod drc;
 pub mod firmware;
 pub mod flight_area;
 pub mod live;
@@ -49,6 +52,7 @@ use shared::auth::{require_token, workspace_guard, Jwt};
 use shared::domain::device_command::DeviceCommand;
 use shared::domain::device_logs::DeviceLogs;
 use shared::domain::device_progress::DeviceProgress;
+use shared::domain::drc::DrcSession;
 use shared::domain::firmware::Firmware;
 use shared::domain::flight_area::FlightArea;
 use shared::domain::map_element::MapElement;
@@ -81,6 +85,7 @@ pub struct AppState {
     pub flight_areas: Arc<Cqrs<FlightArea>>,
     pub firmwares: Arc<Cqrs<Firmware>>,
     pub device_logs: Arc<Cqrs<DeviceLogs>>,
+    pub drc: Arc<Cqrs<DrcSession>>,
     /// This process's id, recorded with the commands it sends and the replies it reads.
     pub instance: String,
     pub js: async_nats::jetstream::Context,
@@ -104,6 +109,7 @@ impl AppState {
             flight_areas: cqrs(&appender),
             firmwares: cqrs(&appender),
             device_logs: cqrs(&appender),
+            drc: cqrs(&appender),
             instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,
@@ -131,10 +137,11 @@ pub fn router(state: AppState) -> OpenApiRouter {
         .merge(flight_area::router())
         .merge(firmware::router())
         .merge(device_logs::router())
+        .merge(drc::router())
         .route_layer(from_fn(workspace_guard))
         .route_layer(from_fn_with_state(state.jwt.clone(), require_token));
     // login and token refresh check their credentials themselves
-    protected.merge(login::router()).with_state(state)
+    protected.merge(login::router()).merge(drc::broker_router()).with_state(state)
 }
 
 /// How a failed command reads to the client.

@@ -11,7 +11,8 @@
 //! - what devices report about operations under way, from `device_progress` events: the
 //!   remote-debug progress (`biz_code` = method: `cover_open`, `device_reboot`, …),
 //!   `fly_to_point_progress`, `takeoff_to_point_progress`, `return_home_info`,
-//!   `device_exit_homing_notify`.
+//!   `device_exit_homing_notify`, and of DRC: `drc_status_notify` (when it reports a failure) and
+//!   `joystick_invalid_notify`.
 //!
 //! These are core NATS subscriptions: a push missed while query-api restarts is not replayed (the
 //! clients re-read the API on reconnect); what was recorded is never lost, only not re-pushed.
@@ -504,6 +505,11 @@ async fn progress_events(s: AppState, dir: Directory, shutdown: Shutdown) -> any
         };
         let Ok(e) = StoredEvent::from_message(m.headers.as_ref(), &m.payload) else { continue };
         let Ok(DeviceProgressEvent::ProgressReported(r)) = serde_json::from_value(e.payload) else { continue };
+        // a DRC link's state is news to the web client only when something went wrong
+        if r.method == "drc_status_notify" && r.data.get("result").and_then(shared::protocol::as_i64).unwrap_or(0) == 0
+        {
+            continue;
+        }
         let Some((ws, _)) = dir.get(&r.gateway_sn).await.or(dir.get(&r.sn).await) else { continue };
         s.hub.publish(&ws, Audience::Web, &r.method, progress_push(&r));
     }
@@ -524,6 +530,24 @@ fn progress_push(r: &Report) -> Value {
             Value::Object(out)
         }
         "return_home_info" | "device_exit_homing_notify" => json!({"sn": r.sn, "host": d}),
+        "drc_status_notify" => {
+            let result = d.get("result").and_then(shared::protocol::as_i64).unwrap_or(0);
+            json!({"sn": r.gateway_sn, "result": result, "message": shared::protocol::codes::device_error_text(result)})
+        }
+        // the reason the aircraft stopped taking the sticks: 0 RC lost, 1 low-battery return home,
+        // 2 low-battery landing, 3 near a no-fly zone, 4 the RC took authority
+        "joystick_invalid_notify" => {
+            let reason = d.get("reason").and_then(shared::protocol::as_i64).unwrap_or(0);
+            let message = match reason {
+                0 => "The remote controller's link was lost.",
+                1 => "Low battery: the aircraft is returning home.",
+                2 => "Low battery: the aircraft is landing.",
+                3 => "The aircraft is near a no-fly zone.",
+                4 => "The remote controller took the flight authority.",
+                _ => "The aircraft no longer takes the virtual sticks.",
+            };
+            json!({"sn": r.gateway_sn, "result": reason, "message": message})
+        }
         // remote debugging: `{bid, sn, result, output}`
         _ => json!({
             "bid": r.bid,

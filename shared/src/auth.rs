@@ -105,6 +105,24 @@ impl Jwt {
         Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.inner.encoding)?)
     }
 
+    /// The password of an MQTT session on the DRC broker (DJI's DrcModeMqttBroker): an HS256 JWT
+    /// with this installation's secret, valid until `expires_at` (epoch seconds), with the topics
+    /// it may use as an `acl` claim (`{pub: [...], sub: [...]}`, as EMQX's JWT authorization reads
+    /// it). It lacks the claims of an access token, so the HTTP API never accepts it.
+    pub fn issue_mqtt(
+        &self,
+        username: &str,
+        expires_at: i64,
+        acl: Option<serde_json::Value>,
+    ) -> anyhow::Result<String> {
+        let now = Utc::now().timestamp();
+        let mut claims = serde_json::json!({"iat": now, "nbf": now, "exp": expires_at, "username": username});
+        if let Some(acl) = acl {
+            claims["acl"] = acl;
+        }
+        Ok(encode(&Header::new(Algorithm::HS256), &claims, &self.inner.encoding)?)
+    }
+
     /// For token refresh (reference §8.2): the signature must be valid (HS256, this installation's
     /// secret), and an expired token is accepted for `grace_secs` after its expiry, so that DJI
     /// Pilot 2 can renew after the tablet slept. Unsigned, tampered and foreign tokens are refused.

@@ -60,6 +60,15 @@ pub struct Config {
     #[arg(long, env = "HANGAR_MQTT_PUBLIC_ADDR", default_value = "tcp://127.0.0.1:1883")]
     pub mqtt_public_addr: String,
 
+    /// DRC broker address handed to the web client (`drc/connect`): the broker the browser
+    /// connects to over WebSocket to fly a dock's aircraft by hand, as DJI writes it.
+    #[arg(long, env = "HANGAR_DRC_MQTT_URL", default_value = "ws://127.0.0.1:8083/mqtt")]
+    pub drc_mqtt_url: String,
+
+    /// DRC broker address handed to a dock in `drc_mode_enter`.
+    #[arg(long, env = "HANGAR_DRC_DOCK_MQTT_URL", default_value = "tcp://127.0.0.1:1883")]
+    pub drc_dock_mqtt_url: String,
+
     /// HS256 secret for access tokens. Set it in production; the default is DJI's sample secret.
     #[arg(long, env = "HANGAR_JWT_SECRET", default_value = DEFAULT_JWT_SECRET, hide_default_value = true)]
     pub jwt_secret: String,

@@ -7,6 +7,7 @@ mod bridge_replicas;
 mod commands;
 mod device_logs;
 mod devices;
+mod drc;
 mod durability;
 mod event_store;
 mod export;

@@ -16,7 +16,6 @@ const DJI_INDEX: &str = include_str!("dji_endpoints.txt");
 /// summary)`. An entry here whose every listing in the index the document has fails the test too,
 /// so the list only shrinks.
 const NOT_YET: &[(&str, Option<&str>)] = &[
-    ("DRC(直接遥控)控制器类。", None),
     // fork-only entries of DJI's index whose paths nobody knows (reference §14.6); the index lists
     // the capacity twice, the second one fork-only
     ("LiveStreamController", Some("获取当前直播流容量信息。")),

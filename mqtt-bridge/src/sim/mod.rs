@@ -72,6 +72,7 @@ use tokio::task::JoinSet;
 use crate::mqtt::{self, Backoff, BrokerUrl};
 
 mod binding;
+mod drc;
 mod flighttask;
 mod logs;
 mod media;
@@ -546,6 +547,7 @@ impl Fleet {
                 awaiting: HashMap::new(),
                 task_work: false,
                 log_uploads: HashMap::new(),
+                drc_links: HashMap::new(),
             };
             tasks.spawn(driver.run(inbox_rx, connected_rx, news_rx));
         }
@@ -903,6 +905,8 @@ struct Driver {
     task_work: bool,
     /// Log uploads under way, by dock index: what a cancel reports, and the task to stop.
     log_uploads: HashMap<usize, (logs::LogUpload, tokio::task::AbortHandle)>,
+    /// DRC links, by dock index.
+    drc_links: HashMap<usize, tokio::task::AbortHandle>,
 }
 
 impl Driver {
@@ -1060,7 +1064,8 @@ impl Driver {
     }
 
     /// `fileupload_start` (upload the logs, reporting progress) and `fileupload_update` (cancel the
-    /// upload under way), once the dock accepted them.
+    /// upload under way), `drc_mode_enter` (join the DRC broker) and `drc_mode_exit`, once the dock
+    /// accepted them.
     async fn on_logs_command(&mut self, i: usize, command: &Envelope) {
         self.log_uploads.retain(|_, (_, task)| !task.is_finished());
         match command.method.as_str() {
@@ -1080,6 +1085,28 @@ impl Driver {
                     }
                     Err(e) => tracing::warn!(error = %e, dock = %sn, "simulated dock cannot upload its logs"),
                 }
+            }
+            "drc_mode_enter" => {
+                if let Some(earlier) = self.drc_links.remove(&i) {
+                    earlier.abort();
+                }
+                let d = &self.docks[i];
+                match drc::DrcLink::parse(&d.ids.dock_sn, &command.data, d.lat, d.lon) {
+                    Ok(link) => {
+                        let task = self.pending.spawn(drc::run(link));
+                        self.drc_links.insert(i, task);
+                        self.docks[i].drc_state = 2;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, dock = %d.ids.dock_sn, "simulated dock cannot join the DRC broker")
+                    }
+                }
+            }
+            "drc_mode_exit" => {
+                if let Some(link) = self.drc_links.remove(&i) {
+                    link.abort();
+                }
+                self.docks[i].drc_state = 0;
             }
             "fileupload_update" if command.data.get("status").and_then(Value::as_str) == Some("cancel") => {
                 if let Some((job, task)) = self.log_uploads.remove(&i) {

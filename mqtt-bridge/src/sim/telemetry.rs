@@ -26,6 +26,8 @@ pub(super) struct DockState {
     /// Flight tasks: prepared ones and the one in progress, which the OSD shows while the
     /// aircraft is out, whatever the automatic round says.
     pub(super) tasks: Tasks,
+    /// DRC link state as the dock's OSD says it: 0 not connected, 2 connected.
+    pub(super) drc_state: i64,
     // what the last `advance` computed
     pub(super) flying: bool,
     progress: f64,
@@ -55,6 +57,7 @@ impl DockState {
             cover_open: false,
             cycle_flights: true,
             tasks: Tasks::default(),
+            drc_state: 0,
             flying: false,
             progress: 0.0,
             battery: 100.0,
@@ -181,7 +184,7 @@ impl DockState {
             "working_current": 1_200,
             "supplement_light_state": 0,
             "battery_store_mode": 1,
-            "drc_state": 0,
+            "drc_state": self.drc_state,
             "user_experience_improvement": 0,
             "air_conditioner": {"air_conditioner_state": 0, "switch_time": 0},
             "backup_battery": {"voltage": 26_000, "temperature": round1(self.temperature), "switch": 0},

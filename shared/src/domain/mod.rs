@@ -5,6 +5,7 @@ pub mod device;
 pub mod device_command;
 pub mod device_logs;
 pub mod device_progress;
+pub mod drc;
 pub mod file_group;
 pub mod firmware;
 pub mod flight_area;

@@ -99,8 +99,14 @@ pub const REMOTE_DEBUG_PROGRESS: &[&str] = &[
 pub const UPGRADE_PROGRESS: &[&str] = &["ota_progress"];
 
 /// Flight-control notifications recorded and pushed under their own name.
-pub const FLIGHT_NOTIFICATIONS: &[&str] =
-    &["fly_to_point_progress", "takeoff_to_point_progress", "return_home_info", "device_exit_homing_notify"];
+pub const FLIGHT_NOTIFICATIONS: &[&str] = &[
+    "fly_to_point_progress",
+    "takeoff_to_point_progress",
+    "return_home_info",
+    "device_exit_homing_notify",
+    "drc_status_notify",
+    "joystick_invalid_notify",
+];
 
 /// The `data` of a remote-debug command, or why the body does not fit it.
 pub fn remote_debug_data(method: &str, action: Option<i64>) -> Result<Value, String> {
