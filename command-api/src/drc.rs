@@ -120,19 +120,23 @@ fn frequency(info: Option<&Value>, key: &str, default: i64) -> ApiResult<i64> {
     }
 }
 
-/// The dock's `mode_code` in its latest OSD that says it, if any.
-async fn dock_mode(s: &AppState, dock_sn: &str) -> Option<i64> {
+/// A field of a device's latest OSD message, if it says it.
+async fn last_osd(s: &AppState, sn: &str, field: &str) -> Option<Value> {
     let stream = s.js.get_stream(s.names.telemetry_stream()).await.ok()?;
-    let m = stream.get_last_raw_message_by_subject(&s.names.telemetry_subject(dock_sn, "osd")).await.ok()?;
+    let m = stream.get_last_raw_message_by_subject(&s.names.telemetry_subject(sn, "osd")).await.ok()?;
     let osd: Value = serde_json::from_slice(&m.payload).ok()?;
-    osd.pointer("/data/mode_code").and_then(as_i64)
+    osd.get("data")?.get(field).cloned()
 }
 
 /// `POST /control/api/v1/workspaces/{workspace_id}/drc/enter` with `{client_id, dock_sn}`: the
 /// dock joins the DRC broker with credentials of its own (`drc_mode_enter`), and the browser may
 /// then publish its `drc/down` and subscribe to its `drc/up`, which are answered as
-/// `{sub: [up], pub: [down]}`. The same browser entering again only renews the session. The dock
-/// must be idle or working (its OSD `mode_code` 0 or 4); whatever else stops it, it says itself.
+/// `{sub: [up], pub: [down]}`. The same browser entering again only renews the session.
+///
+/// As DJI's: the dock must be idle or working (OSD `mode_code` 0 or 4) and its aircraft in the air
+/// (`elevation` > 0), as far as their latest OSD tells; a wayline job in progress is paused
+/// (`flighttask_pause`) until leaving, and the flight authority is taken
+/// (`flight_authority_grab`) when someone else holds it.
 #[utoipa::path(
     post,
     path = "/control/api/v1/workspaces/{workspace_id}/drc/enter",
@@ -164,10 +168,26 @@ pub async fn enter(
         execute(&s.drc, &dock_sn, DrcCommand::Enter(renewed), meta()).await.map_err(crate::command_error)?;
         return Ok(ok(topics));
     }
-    if let Some(mode) = dock_mode(&s, &dock_sn).await.filter(|m| *m != 0 && *m != 4) {
+    if let Some(mode) =
+        last_osd(&s, &dock_sn, "mode_code").await.as_ref().and_then(as_i64).filter(|m| *m != 0 && *m != 4)
+    {
         return Err(ApiError::failed(format!(
             "The dock can enter DRC mode only when idle or working (its mode code is {mode})."
         )));
+    }
+    if let Some(aircraft) = device.sub_devices().first() {
+        let elevation = last_osd(&s, aircraft, "elevation").await.as_ref().and_then(Value::as_f64);
+        if elevation.is_some_and(|e| e <= 0.0) {
+            return Err(ApiError::failed("The aircraft must be in the air to be flown by hand: take off first."));
+        }
+    }
+    let paused_job = crate::wayline_job::pause_for_drc(&s, &claims, &dock_sn).await?;
+    if device.flight_control().is_some_and(|c| c != "A") {
+        let grab = Call::service(&dock_sn, "flight_authority_grab", Value::String(String::new()));
+        if let Err(e) = device_service::send_and_wait(&s, &claims, grab).await {
+            resume(&s, &claims, paused_job.as_deref()).await;
+            return Err(e);
+        }
     }
     let dock_client_id = format!("{dock_sn}-{}", now.timestamp_millis());
     let acl = json!({"pub": [drc::up_topic(&dock_sn)], "sub": [drc::down_topic(&dock_sn)]});
@@ -178,6 +198,7 @@ pub async fn enter(
         dock_client_id: dock_client_id.clone(),
         username: claims.username.clone(),
         expires_at,
+        paused_job: paused_job.clone(),
     };
     // granted before the dock is told, so that its first subscription is already allowed
     execute(&s.drc, &dock_sn, DrcCommand::Enter(session), meta()).await.map_err(crate::command_error)?;
@@ -196,13 +217,25 @@ pub async fn enter(
     if let Err(e) = device_service::send_and_wait(&s, &claims, Call::service(&dock_sn, "drc_mode_enter", data)).await {
         let revoke = DrcCommand::Exit { workspace_id: claims.workspace_id.clone() };
         execute(&s.drc, &dock_sn, revoke, meta()).await.map_err(crate::command_error)?;
+        resume(&s, &claims, paused_job.as_deref()).await;
         return Err(e);
     }
     Ok(ok(topics))
 }
 
+/// Resumes the job entering paused, when entering fails after all (the failure is what the caller
+/// hears; this one is logged).
+async fn resume(s: &AppState, claims: &shared::auth::Claims, job: Option<&str>) {
+    if let Some(job) = job {
+        if let Err(e) = crate::wayline_job::resume_after_drc(s, claims, job).await {
+            tracing::warn!(error = %e, job, "a job paused for DRC was not resumed");
+        }
+    }
+}
+
 /// `POST /control/api/v1/workspaces/{workspace_id}/drc/exit` with `{client_id, dock_sn}`: the dock
-/// leaves (`drc_mode_exit`) and the session's grants end, whatever the dock answers.
+/// leaves (`drc_mode_exit`) and the session's grants end, whatever the dock answers; a job that
+/// entering paused is resumed (`flighttask_recovery`).
 #[utoipa::path(
     post,
     path = "/control/api/v1/workspaces/{workspace_id}/drc/exit",
@@ -218,9 +251,11 @@ pub async fn exit(
     let (_client_id, dock_sn) = body.required()?;
     device_service::commandable(&s, &dock_sn, &claims.workspace_id).await?;
     let current = load(&s.drc, &dock_sn).await.map_err(crate::command_error)?;
-    if current.open(chrono::Utc::now().timestamp()).is_none_or(|o| o.workspace_id != claims.workspace_id) {
+    let Some(open) = current.open(chrono::Utc::now().timestamp()).filter(|o| o.workspace_id == claims.workspace_id)
+    else {
         return Err(ApiError::failed("The dock is not in DRC mode."));
-    }
+    };
+    let paused_job = open.paused_job.clone();
     let answer = device_service::send_and_wait(
         &s,
         &claims,
@@ -231,7 +266,11 @@ pub async fn exit(
     execute(&s.drc, &dock_sn, DrcCommand::Exit { workspace_id: claims.workspace_id.clone() }, meta)
         .await
         .map_err(crate::command_error)?;
-    answer.map(|_| ok_empty())
+    answer?;
+    if let Some(job) = paused_job {
+        crate::wayline_job::resume_after_drc(&s, &claims, &job).await?;
+    }
+    Ok(ok_empty())
 }
 
 #[derive(Debug, Deserialize)]

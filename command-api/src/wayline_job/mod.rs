@@ -457,6 +457,41 @@ pub async fn update_status(
     Ok(ok_empty())
 }
 
+/// Pauses the dock's job in progress, if it has one, for someone taking its aircraft over by hand
+/// (DRC): `flighttask_pause`, recorded as any pause. Returns the job's id.
+pub(crate) async fn pause_for_drc(s: &AppState, claims: &Claims, dock_sn: &str) -> ApiResult<Option<String>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT job_id FROM rm_wayline_jobs WHERE workspace_id = $1 AND dock_sn = $2 AND status = $3",
+    )
+    .bind(&claims.workspace_id)
+    .bind(dock_sn)
+    .bind(job::status::IN_PROGRESS)
+    .fetch_all(&s.pool)
+    .await?;
+    for id in ids {
+        // the read model may be behind: the job's own state decides
+        if load(&s.wayline_jobs, &id).await.map_err(command_error)?.status() != job::status::IN_PROGRESS {
+            continue;
+        }
+        let call = Call { bid: Some(id.clone()), ..Call::service(dock_sn, "flighttask_pause", json!("")) };
+        device_service::send_and_wait(s, claims, call).await?;
+        exec(s, claims, &id, WaylineJobCommand::RecordPaused).await?;
+        return Ok(Some(id));
+    }
+    Ok(None)
+}
+
+/// Resumes a job [`pause_for_drc`] paused (`flighttask_recovery`), if it is still paused.
+pub(crate) async fn resume_after_drc(s: &AppState, claims: &Claims, job_id: &str) -> ApiResult<()> {
+    let state = load(&s.wayline_jobs, job_id).await.map_err(command_error)?;
+    let Some(plan) = state.in_workspace(&claims.workspace_id).filter(|_| state.status() == job::status::PAUSED) else {
+        return Ok(());
+    };
+    let call = Call { bid: Some(job_id.to_string()), ..Call::service(&plan.dock_sn, "flighttask_recovery", json!("")) };
+    device_service::send_and_wait(s, claims, call).await?;
+    exec(s, claims, job_id, WaylineJobCommand::RecordResumed).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

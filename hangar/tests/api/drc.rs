@@ -57,6 +57,22 @@ async fn next_method(rx: &mut mpsc::UnboundedReceiver<Value>, method: &str, pred
     }
 }
 
+/// Waits until the aircraft's latest OSD has an elevation that `ok` accepts.
+pub(crate) async fn wait_elevation(app: &TestApp, drone: &str, ok: impl Fn(f64) -> bool) {
+    let stream = app.js.get_stream(app.names.telemetry_stream()).await.unwrap();
+    let subject = app.names.telemetry_subject(drone, "osd");
+    for _ in 0..100 {
+        if let Ok(m) = stream.get_last_raw_message_by_subject(&subject).await {
+            let osd: Value = serde_json::from_slice(&m.payload).unwrap();
+            if osd["data"]["elevation"].as_f64().is_some_and(&ok) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the aircraft's elevation never came as awaited");
+}
+
 async fn authorize(app: &TestApp, client_id: &str, topic: &str, action: &str) -> String {
     let body = json!({"clientid": client_id, "username": "u", "topic": topic, "action": action});
     let (_, r) = app.request(reqwest::Method::POST, "/control/api/v1/drc/authorize", None, Some(body)).await;
@@ -113,8 +129,23 @@ async fn a_browser_flies_a_dock_over_the_broker_while_its_session_is_open() {
     assert_eq!(authorize(&app, &client_id, &down, "publish").await, "deny");
     assert_eq!(authorize(&app, &client_id, "thing/product/x/osd", "publish").await, "ignore");
 
-    // entering: the dock joins with credentials of its own
+    // an aircraft in its dock is not flown by hand
     let enter = json!({"client_id": client_id, "dock_sn": dock});
+    let drone = f.docks()[0].drone_sn.clone();
+    wait_elevation(&app, &drone, |e| e == 0.0).await;
+    let (_, r) = app.post(&format!("{DRC}/{WS}/drc/enter"), &token, enter.clone()).await;
+    assert_eq!(r["code"], -1, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("in the air"), "{r}");
+    assert!(f.received().iter().all(|c| c.method != "drc_mode_enter"));
+    let takeoff = json!({"target_latitude": 22.54, "target_longitude": 113.93, "target_height": 100,
+        "security_takeoff_height": 50, "rth_altitude": 100, "rc_lost_action": 2, "exit_wayline_when_rc_lost": 1,
+        "max_speed": 10, "rth_mode": 1, "commander_flight_height": 80});
+    let (_, r) =
+        app.post(&format!("/control/api/v1/devices/{dock}/jobs/takeoff-to-point"), &token, takeoff.clone()).await;
+    assert_eq!(r["code"], 0, "{r}");
+    wait_elevation(&app, &drone, |e| e > 0.0).await;
+
+    // entering: the dock joins with credentials of its own
     let (_, r) = app.post(&format!("{DRC}/{WS}/drc/enter"), &token, enter.clone()).await;
     assert_eq!(r, json!({"code": 0, "message": "success", "data": {"sub": [up], "pub": [down]}}));
     let sent = f.received().into_iter().find(|c| c.method == "drc_mode_enter").expect("drc_mode_enter");
@@ -207,6 +238,11 @@ async fn a_browser_flies_a_dock_over_the_broker_while_its_session_is_open() {
     assert_eq!((r["code"].as_i64(), r["message"].as_str()), (Some(-1), Some("The dock is not in DRC mode.")));
 
     // a dock that refuses: its code, and nothing stays granted
+    let takeoff_other = takeoff.clone();
+    let (_, r) =
+        app.post(&format!("/control/api/v1/devices/{other}/jobs/takeoff-to-point"), &token, takeoff_other).await;
+    assert_eq!(r["code"], 0, "{r}");
+    wait_elevation(&app, &f.docks()[1].drone_sn, |e| e > 0.0).await;
     f.set_answer("drc_mode_enter", Answer::error(514301));
     let (_, r) =
         app.post(&format!("{DRC}/{WS}/drc/enter"), &token, json!({"client_id": client_id, "dock_sn": other})).await;

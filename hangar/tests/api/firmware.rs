@@ -120,7 +120,18 @@ async fn an_enabled_package_upgrades_a_dock_which_reports_its_progress_and_new_v
     let app = TestApp::spawn_with(crate::wayline_job::bridge_config(), hangar::Components::ALL).await;
     let token = app.admin_token().await;
     let p = crate::devices::prefix();
-    let f = crate::devices::fleet(&p, 1, None).await;
+    // a dock that flies its automatic round (a fifth of the time) is working, and is not upgraded
+    let f = mqtt_bridge::sim::Fleet::start(mqtt_bridge::sim::FleetConfig {
+        docks: 1,
+        osd_hz: 2.0,
+        sn_prefix: p.clone(),
+        hms_every: None,
+        cycle_flights: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    f.ready(std::time::Duration::from_secs(10)).await.unwrap();
     let dock = f.docks()[0].dock_sn.clone();
     crate::devices::bind(&app, &token, &dock).await;
     let zip = package("wm245_dock2_v10.01.1612_20240612.cfg.sig", "d");

@@ -463,6 +463,42 @@ async fn pause_resume_and_media_first_send_the_right_methods() {
 }
 
 #[tokio::test]
+async fn flying_by_hand_pauses_the_job_in_progress_and_leaving_resumes_it() {
+    let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
+    let (token, f, dock, file_id, _) = setup_with(&app, |c| {
+        c.flight_steps = 40;
+        c.progress_interval = Duration::from_millis(250);
+    })
+    .await;
+    let r = create(&app, &token, task(&file_id, &dock, 0)).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let id = only_job(&f, &dock);
+    app.wait_for("progress", || async { job(&app, &token, &id).await["progress"].as_i64().unwrap_or(0) > 0 }).await;
+    crate::drc::wait_elevation(&app, &f.docks()[0].drone_sn, |e| e > 0.0).await;
+
+    let drc = format!("/control/api/v1/workspaces/{WS}/drc");
+    let (_, r) = app.post(&format!("{drc}/connect"), &token, json!({})).await;
+    let body = json!({"client_id": r["data"]["client_id"], "dock_sn": dock});
+    let (_, r) = app.post(&format!("{drc}/enter"), &token, body.clone()).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let paused = got(&f, &dock, "flighttask_pause");
+    assert_eq!(paused.len(), 1, "the job is paused for the pilot");
+    assert_eq!(paused[0].0, id);
+    assert!(paused[0].2 <= got(&f, &dock, "drc_mode_enter")[0].2, "paused before the dock enters DRC");
+    wait_status(&app, &token, &id, 6).await;
+
+    let (_, r) = app.post(&format!("{drc}/exit"), &token, body).await;
+    assert_eq!(r["code"], 0, "{r}");
+    assert_eq!(got(&f, &dock, "drc_mode_exit").len(), 1);
+    let resumed = got(&f, &dock, "flighttask_recovery");
+    assert_eq!(resumed.len(), 1, "the job goes on after the pilot leaves");
+    assert_eq!(resumed[0].0, id);
+    wait_status(&app, &token, &id, 2).await;
+    f.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_flight_the_dock_reports_failed_fails_the_job_with_its_code() {
     let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
     let (token, f, dock, file_id, _) = setup_with(&app, |c| c.flight_outcome = FlightOutcome::Failed(316050)).await;

@@ -82,6 +82,16 @@ async fn without_a_provider_the_nearest_online_docks_sensors_answer() {
     for d in f.docks() {
         bind(&app, &token, &d.dock_sn).await;
     }
+    // the answer reads the device list (a read model): both bindings projected
+    app.wait_for("both docks listed as bound", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_devices WHERE device_sn = ANY($1) AND bound AND online")
+            .bind(f.docks().iter().map(|d| d.dock_sn.clone()).collect::<Vec<_>>())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+            == 2
+    })
+    .await;
     // where each dock stands, as its OSD says
     let stream = app.js.get_stream(app.names.telemetry_stream()).await.unwrap();
     let mut at = Vec::new();

@@ -122,6 +122,8 @@ pub(super) enum CommandTopic {
 pub(super) enum Effect {
     DebugMode(bool),
     Cover(bool),
+    /// `takeoff_to_point`: the aircraft leaves and hovers; `return_home` brings it back.
+    Airborne(bool),
 }
 
 impl Effect {
@@ -131,6 +133,7 @@ impl Effect {
             // A cover does not move while the aircraft is out: the flight owns it.
             Effect::Cover(open) if !dock.flying => dock.cover_open = open,
             Effect::Cover(_) => {}
+            Effect::Airborne(up) => dock.airborne = up,
         }
     }
 }
@@ -301,6 +304,8 @@ pub(super) fn plan(
         "debug_mode_close" => Some(Effect::DebugMode(false)),
         "cover_open" => Some(Effect::Cover(true)),
         "cover_close" | "cover_force_close" => Some(Effect::Cover(false)),
+        "takeoff_to_point" => Some(Effect::Airborne(true)),
+        "return_home" => Some(Effect::Airborne(false)),
         _ => None,
     };
     plan

@@ -28,6 +28,8 @@ pub(super) struct DockState {
     pub(super) tasks: Tasks,
     /// DRC link state as the dock's OSD says it: 0 not connected, 2 connected.
     pub(super) drc_state: i64,
+    /// Took off on its own (`takeoff_to_point`) and hovers until `return_home`.
+    pub(super) airborne: bool,
     // what the last `advance` computed
     pub(super) flying: bool,
     progress: f64,
@@ -58,6 +60,7 @@ impl DockState {
             cycle_flights: true,
             tasks: Tasks::default(),
             drc_state: 0,
+            airborne: false,
             flying: false,
             progress: 0.0,
             battery: 100.0,
@@ -72,13 +75,15 @@ impl DockState {
         let round = self.cycle_flights && in_cycle < FLIGHT_SECS;
         let task = self.tasks.airborne();
         let was_flying = self.flying;
-        self.flying = round || task.is_some();
+        self.flying = round || task.is_some() || self.airborne;
         if was_flying && !self.flying {
             self.cover_open = false;
         }
         self.progress = match task {
             Some(done) => done,
             None if round => in_cycle / FLIGHT_SECS,
+            // hovering at cruise height
+            None if self.airborne => 0.5,
             None => 0.0,
         };
         self.battery = if self.flying {

@@ -30,6 +30,9 @@ pub struct Session {
     pub username: String,
     /// Epoch seconds.
     pub expires_at: i64,
+    /// The wayline job that entering paused, resumed on leaving.
+    #[serde(default)]
+    pub paused_job: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +134,7 @@ mod tests {
             dock_client_id: "DOCK-1".into(),
             username: "adminPC".into(),
             expires_at,
+            paused_job: None,
         }
     }
 
