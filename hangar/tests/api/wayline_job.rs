@@ -420,18 +420,25 @@ async fn a_conditional_job_executes_when_the_dock_says_it_is_ready_with_a_fresh_
     app.stop().await;
 }
 
-#[tokio::test]
-async fn pause_resume_and_media_first_send_the_right_methods() {
-    let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
-    let (token, f, dock, file_id, _) = setup_with(&app, |c| {
+/// An immediate job flying slowly (40 steps of 250 ms): `(token, fleet, dock_sn, job_id)`, once
+/// it made progress.
+async fn job_in_flight(app: &TestApp) -> (String, Fleet, String, String) {
+    let (token, f, dock, file_id, _) = setup_with(app, |c| {
         c.flight_steps = 40;
         c.progress_interval = Duration::from_millis(250);
     })
     .await;
-    let r = create(&app, &token, task(&file_id, &dock, 0)).await;
+    let r = create(app, &token, task(&file_id, &dock, 0)).await;
     assert_eq!(r["code"], 0, "{r}");
     let id = only_job(&f, &dock);
-    app.wait_for("progress", || async { job(&app, &token, &id).await["progress"].as_i64().unwrap_or(0) > 0 }).await;
+    app.wait_for("progress", || async { job(app, &token, &id).await["progress"].as_i64().unwrap_or(0) > 0 }).await;
+    (token, f, dock, id)
+}
+
+#[tokio::test]
+async fn pause_resume_and_media_first_send_the_right_methods() {
+    let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
+    let (token, f, dock, id) = job_in_flight(&app).await;
     let path = format!("/wayline/api/v1/workspaces/{WS}/jobs/{id}");
 
     let (_, r) = app.put(&path, &token, json!({"status": 1})).await;
@@ -465,15 +472,7 @@ async fn pause_resume_and_media_first_send_the_right_methods() {
 #[tokio::test]
 async fn flying_by_hand_pauses_the_job_in_progress_and_leaving_resumes_it() {
     let app = TestApp::spawn_with(bridge_config(), Components::ALL).await;
-    let (token, f, dock, file_id, _) = setup_with(&app, |c| {
-        c.flight_steps = 40;
-        c.progress_interval = Duration::from_millis(250);
-    })
-    .await;
-    let r = create(&app, &token, task(&file_id, &dock, 0)).await;
-    assert_eq!(r["code"], 0, "{r}");
-    let id = only_job(&f, &dock);
-    app.wait_for("progress", || async { job(&app, &token, &id).await["progress"].as_i64().unwrap_or(0) > 0 }).await;
+    let (token, f, dock, id) = job_in_flight(&app).await;
     crate::drc::wait_elevation(&app, &f.docks()[0].drone_sn, |e| e > 0.0).await;
 
     let drc = format!("/control/api/v1/workspaces/{WS}/drc");
