@@ -13,7 +13,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::domain::{
-    device, device_command, device_progress, file_group, media, user, wayline_file, wayline_job, workspace,
+    device, device_command, device_logs, device_progress, drc, file_group, firmware, flight_area, map_element, media,
+    user, wayline_file, wayline_job, workspace,
 };
 use crate::es::StoredEvent;
 
@@ -96,6 +97,11 @@ historical! {
     // keyed by gateway, not workspace: operators see them with `hangar state-at`
     device_command::DeviceCommand => |s, id| None,
     device_progress::DeviceProgress => |s, id| None,
+    device_logs::DeviceLogs => |s, id| s.workspace_id().map(str::to_string),
+    drc::DrcSession => |s, id| s.workspace_id().map(str::to_string),
+    firmware::Firmware => |s, id| s.workspace_id().map(str::to_string),
+    flight_area::FlightArea => |s, id| s.workspace_id().map(str::to_string),
+    map_element::MapElement => |s, id| s.workspace_id().map(str::to_string),
 }
 
 const COLUMNS: &str =

@@ -105,6 +105,13 @@ async fn a_docks_logs_are_listed_uploaded_downloaded_cancelled_and_deleted() {
     let dock_file = uploaded.iter().find(|f| f["module"] == "3").unwrap();
     assert_eq!((dock_file["result"].as_i64(), dock_file["list"][0]["boot_index"].as_i64()), (Some(0), Some(100)));
 
+    // the upload as it was when requested, and now (analysts' history)
+    let past = format!("/history/api/v1/workspaces/{WS}/aggregates/device_logs/{logs_id}");
+    let (_, then) = app.get(&format!("{past}?sequence=1"), &token).await;
+    assert_eq!((then["data"]["state"]["status"].as_i64(), then["data"]["workspace_id"].as_str()), (Some(1), Some(WS)));
+    let (_, now) = app.get(&past, &token).await;
+    assert_eq!(now["data"]["state"]["status"], 2, "{now}");
+
     // the file itself, through its link
     let file_id = dock_file["file_id"].as_str().unwrap();
     let (_, r) = app.get(&format!("/manage/api/v1/workspaces/{WS}/logs/{logs_id}/url/{file_id}"), &token).await;

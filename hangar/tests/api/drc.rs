@@ -162,6 +162,10 @@ async fn a_browser_flies_a_dock_over_the_broker_while_its_session_is_open() {
         .claims;
     assert_eq!(dock_claims["acl"], json!({"pub": [up], "sub": [down]}));
 
+    // the session in the dock's history
+    let (_, past) = app.get(&format!("/history/api/v1/workspaces/{WS}/aggregates/drc/{dock}"), &token).await;
+    assert_eq!(past["data"]["state"]["session"]["client_id"], client_id.as_str(), "{past}");
+
     // the broker's questions
     for (client, topic, action, want) in [
         (client_id.as_str(), &down, "publish", "allow"),

@@ -72,6 +72,11 @@ pub struct DrcSession {
 }
 
 impl DrcSession {
+    /// The workspace of the session not yet closed (it may have expired).
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.session.as_ref().map(|s| s.workspace_id.as_str())
+    }
+
     /// The open session, if it has not expired by `now` (epoch seconds).
     pub fn open(&self, now: i64) -> Option<&Session> {
         self.session.as_ref().filter(|s| s.expires_at > now)

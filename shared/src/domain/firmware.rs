@@ -79,6 +79,11 @@ pub struct Firmware {
 }
 
 impl Firmware {
+    /// The workspace of a package that was imported.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.firmware.as_ref().map(|f| f.workspace_id.as_str())
+    }
+
     /// Whether the file was imported already.
     pub fn exists(&self) -> bool {
         self.firmware.is_some()

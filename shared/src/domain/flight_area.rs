@@ -87,6 +87,11 @@ pub struct FlightArea {
 }
 
 impl FlightArea {
+    /// The workspace of an area that exists.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.area.as_ref().map(|a| a.workspace_id.as_str())
+    }
+
     fn in_workspace(&self, workspace_id: &str) -> Result<&NewFlightArea, FlightAreaError> {
         self.area.as_ref().filter(|a| a.workspace_id == workspace_id).ok_or(FlightAreaError::NotFound)
     }

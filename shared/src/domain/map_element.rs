@@ -153,6 +153,11 @@ pub struct MapElement {
 }
 
 impl MapElement {
+    /// The workspace of an element that exists.
+    pub fn workspace_id(&self) -> Option<&str> {
+        self.element.as_ref().map(|e| e.workspace_id.as_str())
+    }
+
     fn in_workspace(&mut self, workspace_id: &str) -> Result<&mut NewMapElement, MapElementError> {
         self.element.as_mut().filter(|e| e.workspace_id == workspace_id).ok_or(MapElementError::NotFound)
     }
