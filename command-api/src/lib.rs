@@ -55,6 +55,7 @@ use shared::domain::device_progress::DeviceProgress;
 use shared::domain::drc::DrcSession;
 use shared::domain::firmware::Firmware;
 use shared::domain::flight_area::FlightArea;
+use shared::domain::live_stream::LiveStream;
 use shared::domain::map_element::MapElement;
 use shared::domain::wayline_file::WaylineFile;
 use shared::domain::wayline_job::WaylineJob;
@@ -86,6 +87,7 @@ pub struct AppState {
     pub firmwares: Arc<Cqrs<Firmware>>,
     pub device_logs: Arc<Cqrs<DeviceLogs>>,
     pub drc: Arc<Cqrs<DrcSession>>,
+    pub live_streams: Arc<Cqrs<LiveStream>>,
     /// This process's id, recorded with the commands it sends and the replies it reads.
     pub instance: String,
     pub js: async_nats::jetstream::Context,
@@ -110,6 +112,7 @@ impl AppState {
             firmwares: cqrs(&appender),
             device_logs: cqrs(&appender),
             drc: cqrs(&appender),
+            live_streams: cqrs(&appender),
             instance: uuid::Uuid::new_v4().to_string(),
             names: Names::new(&config.nats_prefix),
             js,

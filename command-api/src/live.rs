@@ -4,7 +4,9 @@
 //! answered with the device's code like every other command.
 //!
 //! A camera is named by a `video_id`, `<device sn>/<camera index>/<video type>-<n>` (for example
-//! `1581F5BMD228Q00A82XX/39-0-7/normal-0`); the workspace is the token's.
+//! `1581F5BMD228Q00A82XX/39-0-7/normal-0`); the workspace is the token's. What the device accepted is
+//! recorded on the video's [`shared::domain::live_stream`] aggregate: which streams run, and where
+//! to watch them.
 
 use std::time::Duration;
 
@@ -13,8 +15,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::{Auth, Claims};
+use shared::domain::live_stream::{self, LiveStreamCommand, Started};
 use shared::error::{ok, ok_empty};
-use shared::event_store::load;
+use shared::event_store::{execute, load, metadata};
 use shared::http::DjiJson;
 use shared::protocol::codes;
 use shared::{ApiError, ApiResult};
@@ -169,9 +172,29 @@ pub async fn start(
                 param("channel").unwrap_or_default()
             )
         }
-        _ => return Ok(ok(json!({}))),
+        _ => String::new(),
     };
+    let started = Started {
+        workspace_id: claims.workspace_id.clone(),
+        sn: video.sn.clone(),
+        video_id: video.text(),
+        url_type,
+        url: play.clone(),
+        video_quality: quality,
+        video_type: video.video.rsplit_once('-').map_or(video.video.clone(), |(kind, _)| kind.to_string()),
+        username: claims.username.clone(),
+    };
+    record(&s, &claims, &video, LiveStreamCommand::Start(Box::new(started))).await?;
+    if play.is_empty() {
+        return Ok(ok(json!({})));
+    }
     Ok(ok(json!({ "url": play })))
+}
+
+/// Records what the device accepted on the camera's stream.
+async fn record(s: &AppState, claims: &Claims, video: &VideoId, command: LiveStreamCommand) -> ApiResult<()> {
+    let meta = metadata(&claims.username, &claims.workspace_id, "http");
+    execute(&s.live_streams, &live_stream::id(&video.text()), command, meta).await.map_err(crate::command_error)
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +216,7 @@ pub async fn stop(
 ) -> ApiResult<Response> {
     let video = video_id(body.video_id.as_deref())?;
     ask(&s, &claims, &video, "live_stop_push", json!({"video_id": video.text()})).await?;
+    record(&s, &claims, &video, LiveStreamCommand::Stop).await?;
     Ok(ok_empty())
 }
 
@@ -217,6 +241,7 @@ pub async fn quality(
     let video = video_id(body.video_id.as_deref())?;
     let quality = video_quality(Some(body.video_quality.ok_or_else(|| bad("video_quality is required."))?))?;
     ask(&s, &claims, &video, "live_set_quality", json!({"video_id": video.text(), "video_quality": quality})).await?;
+    record(&s, &claims, &video, LiveStreamCommand::SetQuality { video_quality: quality }).await?;
     Ok(ok_empty())
 }
 
@@ -243,7 +268,8 @@ pub async fn switch_lens(
         Some(t @ ("zoom" | "wide" | "ir")) => t.to_string(),
         _ => return Err(bad("video_type must be zoom, wide or ir.")),
     };
-    ask(&s, &claims, &video, "live_lens_change", json!({"video_id": video.text(), "video_type": lens})).await?;
+    ask(&s, &claims, &video, "live_lens_change", json!({"video_id": video.text(), "video_type": lens.clone()})).await?;
+    record(&s, &claims, &video, LiveStreamCommand::SwitchLens { video_type: lens }).await?;
     Ok(ok_empty())
 }
 

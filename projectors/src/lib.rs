@@ -5,7 +5,7 @@
 //! - [`runner`]: the projection framework. Durable pull consumers per projection (one per aggregate
 //!   type it reads); the read-model write and a per-aggregate checkpoint commit in one transaction;
 //!   acks only after commit; rebuild from the start of the stream; lag as a metric.
-//! - [`device_logs`], [`devices`], [`firmwares`], [`flight_areas`], [`map_elements`], [`media`], [`users`],
+//! - [`device_logs`], [`devices`], [`firmwares`], [`flight_areas`], [`live_streams`], [`map_elements`], [`media`], [`users`],
 //!   [`wayline_files`], [`wayline_jobs`], [`workspaces`]: the read models the query
 //!   API serves.
 
@@ -13,6 +13,7 @@ pub mod device_logs;
 pub mod devices;
 pub mod firmwares;
 pub mod flight_areas;
+pub mod live_streams;
 pub mod map_elements;
 pub mod media;
 pub mod relay;
@@ -44,6 +45,7 @@ pub fn all_projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(flight_areas::FlightAreas),
         Arc::new(firmwares::Firmwares),
         Arc::new(device_logs::DeviceLogs),
+        Arc::new(live_streams::LiveStreams),
     ]
 }
 

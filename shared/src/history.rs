@@ -13,8 +13,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::domain::{
-    device, device_command, device_logs, device_progress, drc, file_group, firmware, flight_area, map_element, media,
-    user, wayline_file, wayline_job, workspace,
+    device, device_command, device_logs, device_progress, drc, file_group, firmware, flight_area, live_stream,
+    map_element, media, user, wayline_file, wayline_job, workspace,
 };
 use crate::es::StoredEvent;
 
@@ -102,6 +102,7 @@ historical! {
     firmware::Firmware => |s, id| s.workspace_id().map(str::to_string),
     flight_area::FlightArea => |s, id| s.workspace_id().map(str::to_string),
     map_element::MapElement => |s, id| s.workspace_id().map(str::to_string),
+    live_stream::LiveStream => |s, id| s.workspace_id().map(str::to_string),
 }
 
 const COLUMNS: &str =

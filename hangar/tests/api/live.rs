@@ -1,6 +1,6 @@
 //! Live streams (LiveStreamController) with a simulated dock: the cameras it reports in its
 //! `live_capacity` state are listed, and start, stop, quality and lens reach its gateway as DJI's
-//! methods with the device's answer.
+//! methods with the device's answer; what a device streams is recorded and answered.
 
 use mqtt_bridge::sim::Answer;
 use serde_json::{json, Value};
@@ -35,6 +35,19 @@ async fn cameras_are_listed_and_streams_started_stopped_and_switched_on_the_dock
     assert_eq!(camera["videos_list"][0]["type"], "normal");
     assert_eq!(camera["videos_list"][0]["switch_video_types"], json!(["normal", "wide", "zoom", "ir"]));
     assert_eq!(of(&dock)["cameras_list"][0]["index"], "165-0-7");
+    // one device's item, and the device lists of the extensions (with state)
+    let (_, one) = app.get(&format!("/manage/api/v1/live/capacity/{drone}"), &token).await;
+    assert_eq!(one["data"], aircraft);
+    let (_, all) = app.get("/manage/api/v1/live/devices", &token).await;
+    let listed = all["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{all}");
+    let (_, d) = app.get(&format!("/manage/api/v1/live/devices/{dock}"), &token).await;
+    assert_eq!((d["data"]["online"].as_bool(), d["data"]["domain"].as_i64()), (Some(true), Some(3)), "{d}");
+    assert_eq!(d["data"]["cameras_list"], of(&dock)["cameras_list"]);
+    for path in ["/manage/api/v1/live/capacity/NO-SUCH-SN", "/manage/api/v1/live/devices/NO-SUCH-SN"] {
+        let (_, r) = app.get(path, &token).await;
+        assert_eq!(r["code"], -1, "{path}: {r}");
+    }
 
     // RTMP: the dock pushes to the media server; the web client plays it over WebRTC
     let video_id = format!("{drone}/80-0-0/normal-0");
@@ -77,6 +90,17 @@ async fn cameras_are_listed_and_streams_started_stopped_and_switched_on_the_dock
     assert_eq!(r["data"]["url"], "webrtc://10.0.0.9/live/34020000001320000001@34020000001320000001", "{r}");
     assert_eq!(f.received().into_iter().rfind(|c| c.method == "live_start_push").unwrap().data["url"], gb);
 
+    // what the aircraft streams now, as Hangar started it (the GB28181 start replaced the RTMP one)
+    let watch = "webrtc://10.0.0.9/live/34020000001320000001@34020000001320000001";
+    app.wait_for("the stream recorded", || async { stream_of(&app, &token, &drone).await["url"] == watch }).await;
+    let now = stream_of(&app, &token, &drone).await;
+    assert_eq!(
+        (now["pushing"].as_bool(), now["url_type"].as_i64(), now["video_id"].as_str(), now["video_type"].as_str()),
+        (Some(true), Some(3), Some(video_id.as_str()), Some("normal"))
+    );
+    assert!(now["started_at"].as_i64().is_some_and(|t| t > 1_700_000_000_000), "{now}");
+    assert_eq!(stream_of(&app, &token, "NO-SUCH-SN").await, json!({"sn": "NO-SUCH-SN", "pushing": false}));
+
     let ok = json!({"code": 0, "message": "success", "data": ""});
     let (_, r) =
         app.post("/manage/api/v1/live/streams/update", &token, json!({"video_id": video_id, "video_quality": 1})).await;
@@ -101,6 +125,9 @@ async fn cameras_are_listed_and_streams_started_stopped_and_switched_on_the_dock
             ("live_stop_push".to_string(), json!({"video_id": video_id})),
         ]
     );
+    app.wait_for("the stream stopped", || async { stream_of(&app, &token, &drone).await["pushing"] == false }).await;
+    let last = stream_of(&app, &token, &drone).await;
+    assert_eq!((last["video_quality"].as_i64(), last["video_type"].as_str()), (Some(1), Some("zoom")), "{last}");
 
     // the device's refusal is the answer
     f.set_answer("live_stop_push", Answer::error(13003));
@@ -125,4 +152,11 @@ async fn cameras_are_listed_and_streams_started_stopped_and_switched_on_the_dock
     assert_eq!(f.received().len(), before, "nothing sent for refused requests");
     f.stop().await;
     app.stop().await;
+}
+
+/// `data` of `GET /manage/api/v1/live/streams/{sn}`.
+async fn stream_of(app: &crate::helpers::TestApp, token: &str, sn: &str) -> Value {
+    let (_, r) = app.get(&format!("/manage/api/v1/live/streams/{sn}"), token).await;
+    assert_eq!(r["code"], 0, "{r}");
+    r["data"].clone()
 }

@@ -9,6 +9,7 @@ pub mod drc;
 pub mod file_group;
 pub mod firmware;
 pub mod flight_area;
+pub mod live_stream;
 pub mod map_element;
 pub mod media;
 pub mod user;
