@@ -235,7 +235,8 @@ async fn resume(s: &AppState, claims: &shared::auth::Claims, job: Option<&str>) 
 
 /// `POST /control/api/v1/workspaces/{workspace_id}/drc/exit` with `{client_id, dock_sn}`: the dock
 /// leaves (`drc_mode_exit`) and the session's grants end, whatever the dock answers; a job that
-/// entering paused is resumed (`flighttask_recovery`).
+/// entering paused is resumed (`flighttask_recovery`). A dock whose OSD says it is still in DRC
+/// (`drc_state` ≠ 0) is told to leave even when Hangar holds no session for it.
 #[utoipa::path(
     post,
     path = "/control/api/v1/workspaces/{workspace_id}/drc/exit",
@@ -251,21 +252,25 @@ pub async fn exit(
     let (_client_id, dock_sn) = body.required()?;
     device_service::commandable(&s, &dock_sn, &claims.workspace_id).await?;
     let current = load(&s.drc, &dock_sn).await.map_err(crate::command_error)?;
-    let Some(open) = current.open(chrono::Utc::now().timestamp()).filter(|o| o.workspace_id == claims.workspace_id)
-    else {
+    // a session not closed yet (even if it expired), or a dock that says it is still in DRC
+    let session = current.session().filter(|o| o.workspace_id == claims.workspace_id).cloned();
+    let dock_in_drc = last_osd(&s, &dock_sn, "drc_state").await.as_ref().and_then(as_i64).is_some_and(|d| d != 0);
+    if session.is_none() && !dock_in_drc {
         return Err(ApiError::failed("The dock is not in DRC mode."));
-    };
-    let paused_job = open.paused_job.clone();
+    }
     let answer = device_service::send_and_wait(
         &s,
         &claims,
         Call::service(&dock_sn, "drc_mode_exit", Value::String(String::new())),
     )
     .await;
-    let meta = metadata(&claims.username, &claims.workspace_id, "http");
-    execute(&s.drc, &dock_sn, DrcCommand::Exit { workspace_id: claims.workspace_id.clone() }, meta)
-        .await
-        .map_err(crate::command_error)?;
+    let paused_job = session.as_ref().and_then(|o| o.paused_job.clone());
+    if session.is_some() {
+        let meta = metadata(&claims.username, &claims.workspace_id, "http");
+        execute(&s.drc, &dock_sn, DrcCommand::Exit { workspace_id: claims.workspace_id.clone() }, meta)
+            .await
+            .map_err(crate::command_error)?;
+    }
     answer?;
     if let Some(job) = paused_job {
         crate::wayline_job::resume_after_drc(&s, &claims, &job).await?;

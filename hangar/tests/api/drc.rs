@@ -59,18 +59,23 @@ async fn next_method(rx: &mut mpsc::UnboundedReceiver<Value>, method: &str, pred
 
 /// Waits until the aircraft's latest OSD has an elevation that `ok` accepts.
 pub(crate) async fn wait_elevation(app: &TestApp, drone: &str, ok: impl Fn(f64) -> bool) {
+    wait_osd(app, drone, "elevation", ok).await
+}
+
+/// Waits until the device's latest OSD has a `field` that `ok` accepts.
+async fn wait_osd(app: &TestApp, sn: &str, field: &str, ok: impl Fn(f64) -> bool) {
     let stream = app.js.get_stream(app.names.telemetry_stream()).await.unwrap();
-    let subject = app.names.telemetry_subject(drone, "osd");
+    let subject = app.names.telemetry_subject(sn, "osd");
     for _ in 0..100 {
         if let Ok(m) = stream.get_last_raw_message_by_subject(&subject).await {
             let osd: Value = serde_json::from_slice(&m.payload).unwrap();
-            if osd["data"]["elevation"].as_f64().is_some_and(&ok) {
+            if osd["data"][field].as_f64().is_some_and(&ok) {
                 return;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the aircraft's elevation never came as awaited");
+    panic!("{sn}'s {field} never came as awaited");
 }
 
 async fn authorize(app: &TestApp, client_id: &str, topic: &str, action: &str) -> String {
@@ -179,6 +184,9 @@ async fn a_browser_flies_a_dock_over_the_broker_while_its_session_is_open() {
         assert_eq!(authorize(&app, client, topic, action).await, want, "{client} {action} {topic}");
     }
 
+    // the dock says it is in DRC
+    wait_osd(&app, &dock, "drc_state", |d| d == 2.0).await;
+
     // the browser flies: Hangar is not in the path
     let (b, mut from_dock) = browser(&creds, &up).await;
     next_method(&mut from_dock, "osd_info_push", |_| true).await;
@@ -238,6 +246,8 @@ async fn a_browser_flies_a_dock_over_the_broker_while_its_session_is_open() {
     assert_eq!(exit.data, json!(""));
     assert_eq!(authorize(&app, &client_id, &down, "publish").await, "deny");
     assert_eq!(authorize(&app, &dock_client, &up, "publish").await, "deny");
+    // once the dock says it left, there is nothing to leave
+    wait_osd(&app, &dock, "drc_state", |d| d == 0.0).await;
     let (_, r) = app.post(&format!("{DRC}/{WS}/drc/exit"), &token, enter.clone()).await;
     assert_eq!((r["code"].as_i64(), r["message"].as_str()), (Some(-1), Some("The dock is not in DRC mode.")));
 

@@ -72,6 +72,11 @@ pub struct DrcSession {
 }
 
 impl DrcSession {
+    /// The session not yet closed, even if it expired.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
     /// The workspace of the session not yet closed (it may have expired).
     pub fn workspace_id(&self) -> Option<&str> {
         self.session.as_ref().map(|s| s.workspace_id.as_str())
