@@ -150,7 +150,7 @@ fn copy_row(out: &mut String, u: &media::MediaUpload, e: &StoredEvent) {
 }
 
 /// A value in COPY's text format: backslash, tab, newline and carriage return escaped.
-fn copy_text(out: &mut String, s: &str) {
+pub(crate) fn copy_text(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
