@@ -582,6 +582,14 @@ async fn read_history(
     Ok(())
 }
 
+/// Checkpoints sorted by aggregate type and id: written in this order, they append to the index
+/// rather than scatter over it.
+fn in_key_order(checkpoints: HashMap<(String, String), i64>) -> Vec<((String, String), i64)> {
+    let mut rows: Vec<((String, String), i64)> = checkpoints.into_iter().collect();
+    rows.sort_unstable();
+    rows
+}
+
 /// Writes a projection's checkpoints of generation `gen`, in key order (appending to the index
 /// rather than scattering over it).
 async fn write_checkpoints(
@@ -593,8 +601,7 @@ async fn write_checkpoints(
     if checkpoints.is_empty() {
         return Ok(());
     }
-    let mut rows: Vec<((String, String), i64)> = checkpoints.into_iter().collect();
-    rows.sort_unstable();
+    let rows = in_key_order(checkpoints);
     let (keys, seqs): (Vec<(String, String)>, Vec<i64>) = rows.into_iter().unzip();
     let (types, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
     sqlx::query(
@@ -624,8 +631,7 @@ async fn copy_checkpoints(
     if checkpoints.is_empty() {
         return Ok(());
     }
-    let mut rows: Vec<((String, String), i64)> = checkpoints.into_iter().collect();
-    rows.sort_unstable();
+    let rows = in_key_order(checkpoints);
     let mut text = String::with_capacity(rows.len() * 80);
     let mut prefix = String::new();
     crate::media::copy_text(&mut prefix, name);
