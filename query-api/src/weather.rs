@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use futures::StreamExt as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use shared::auth::Auth;
@@ -254,15 +255,25 @@ async fn nearest_dock(s: &AppState, workspace_id: &str, lat: f64, lng: f64) -> A
     }
     let js = async_nats::jetstream::new(s.nats.clone());
     let Ok(stream) = js.get_stream(s.names.telemetry_stream()).await else { return Ok(None) };
+    // one latest-message read per dock, a few at a time: a workspace may have hundreds of docks
+    let readings: Vec<Option<((f64, f64), Value)>> = futures::stream::iter(docks)
+        .map(|sn| {
+            let stream = &stream;
+            async move {
+                let m = stream.get_last_raw_message_by_subject(&s.names.telemetry_subject(&sn, "osd")).await.ok()?;
+                dock_reading(&sn, &serde_json::from_slice::<Value>(&m.payload).ok()?)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
     let mut best: Option<(f64, Value)> = None;
-    for sn in docks {
-        let Ok(m) = stream.get_last_raw_message_by_subject(&s.names.telemetry_subject(&sn, "osd")).await else {
-            continue;
-        };
-        let Ok(osd) = serde_json::from_slice::<Value>(&m.payload) else { continue };
-        let Some((position, mut weather)) = dock_reading(&sn, &osd) else { continue };
+    for (position, mut weather) in readings.into_iter().flatten() {
         let d = distance_m((lat, lng), position);
-        if best.as_ref().is_none_or(|(b, _)| d < *b) {
+        // the nearest; between docks equally near, the first serial number
+        let nearer =
+            best.as_ref().is_none_or(|(b, w)| d < *b || (d == *b && weather["sn"].as_str() < w["sn"].as_str()));
+        if nearer {
             weather["distance"] = json!(d.round());
             best = Some((d, weather));
         }
